@@ -1,0 +1,105 @@
+"""The contract every attention family follows.
+
+A family is one file: an options dataclass (plain values: the knobs the space can search) and
+an ``nn.Module`` subclass of :class:`AttentionBase`, registered by name with
+:func:`autoeff.attention.register_attention`. The module is a whole attention layer, input
+and output projections included, so families can be compared like for like.
+
+Forward signature, for every family::
+
+    forward(x, mask=None) -> y
+      x:    (B, N, D) float
+      mask: (B, N) bool, True at real tokens, False at padding; None = no padding
+      y:    (B, N, D); values at padded positions are finite but meaningless
+
+Capability flags (class attributes) let the search space reject impossible candidates before
+anything is trained.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+
+@dataclass
+class NoOptions:
+    """For families without knobs."""
+
+
+Problem = Tuple[str, Any, str, Any]  # (key, value, what is wrong, what is allowed)
+
+
+class AttentionBase(nn.Module):
+    #: registered name (set by ``register_attention``)
+    name: str = ""
+    #: options dataclass (plain values); the knobs a space can search
+    options: type = NoOptions
+    #: needs every input padded to one fixed maximum length (e.g. Linformer's projections)
+    needs_fixed_length: bool = False
+    #: honours a padding mask (padded tokens never influence real ones)
+    supports_padding_mask: bool = True
+    #: can run causally (decoder-style); autoeff's encoders do not need it
+    supports_causal: bool = False
+    #: never materializes an N x N tensor
+    subquadratic: bool = False
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        opts: Any = None,
+        *,
+        max_len: int,
+        dropout: float = 0.0,
+        shared: Optional[Dict[str, nn.Module]] = None,
+        layer: int = 0,
+    ):
+        super().__init__()
+        if dim % heads != 0:
+            raise ValueError(f"heads ({heads}) must divide dim ({dim})")
+        self.dim = dim
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.opts = opts if opts is not None else self.options()
+        self.max_len = max_len
+        self.dropout = dropout
+        self.layer = layer
+
+    # ---- helpers shared by families -------------------------------------------------
+    def split_heads(self, t: torch.Tensor) -> torch.Tensor:
+        b, n, _ = t.shape  # (B, N, D)
+        return t.view(b, n, self.heads, self.head_dim).transpose(1, 2)  # (B, H, N, Dh)
+
+    def merge_heads(self, t: torch.Tensor) -> torch.Tensor:
+        b, h, n, dh = t.shape  # (B, H, N, Dh)
+        return t.transpose(1, 2).reshape(b, n, h * dh)  # (B, N, D)
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    # ---- validation -----------------------------------------------------------------
+    @classmethod
+    def problems(cls, opts: Any, *, seq_len: int, width: int, heads: int) -> List[Problem]:
+        """Return what is impossible about these options at this size (override per family)."""
+        return []
+
+    @classmethod
+    def check(cls, opts: Any, *, seq_len: int, width: int, heads: int, prefix: str = "") -> None:
+        """Raise ConfigError for the first impossible combination."""
+        for key, value, what, allowed in cls.problems(opts, seq_len=seq_len, width=width, heads=heads):
+            k = f"{prefix}.{key}" if prefix else key
+            raise ConfigError(what, key=k, value=value, allowed=allowed, has_value=True)
+
+
+def padding_bias(mask: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """(B, N) keep-mask -> additive (B, 1, 1, N) bias with -inf-like at padding."""
+    if mask is None:
+        return None
+    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    bias.masked_fill_(~mask, torch.finfo(dtype).min)
+    return bias[:, None, None, :]

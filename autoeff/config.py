@@ -1,0 +1,444 @@
+"""Typed configs for one training run (what `autoeff train` and `build_model` consume).
+
+Every config is a plain dataclass holding plain values (names, numbers, lists), so
+``dataclasses.asdict(cfg)`` goes straight to YAML and to MLflow params, and each class is
+usable as an OmegaConf structured config. Files are read with OmegaConf (YAML, dotlist
+overrides, interpolation) and then checked field by field here, so that a bad value gives one
+message naming the file, the key, the value and what is allowed.
+
+Attention families and tasks register their own option dataclasses; the ``attention`` and
+``tasks`` sections are validated against those registries (see ``autoeff.attention`` and
+``autoeff.tasks``), which live later in the data flow and are looked up lazily.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import ConfigError
+
+# --------------------------------------------------------------------------------------
+# The run config
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    """The shared encoder: depth x (attention + FFN) blocks, pre-LayerNorm."""
+
+    depth: int = 2
+    width: int = 128
+    heads: int = 4
+    ffn_mult: float = 2.0
+    dropout: float = 0.1
+    pool: str = field(default="cls", metadata={"choices": ("cls", "mean")})
+
+
+@dataclass
+class AttentionConfig:
+    """Which attention family, plus option blocks keyed by family name.
+
+    YAML: ``attention: {kind: linformer, linformer: {rank: 64}}``. Only the block of the
+    chosen family is used; its keys are checked against that family's options dataclass.
+    """
+
+    kind: str = "full"
+    options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+
+    def options_for(self, kind: Optional[str] = None):
+        """The typed options dataclass of ``kind`` (default: the chosen family)."""
+        from .attention import get_attention
+
+        kind = kind or self.kind
+        fam = get_attention(kind)
+        return build_dataclass(fam.options, self.options.get(kind, {}), prefix=f"attention.{kind}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"kind": self.kind}
+        opts = self.options.get(self.kind)
+        if opts:
+            out[self.kind] = dict(opts)
+        return out
+
+
+@dataclass
+class TaskConfig:
+    """One task: a registered kind (built-in generator or a loader for user data) + its options.
+
+    YAML: ``{kind: listops, seq_len: 512, n_train: 2000}``. ``name`` defaults to the kind and
+    must be unique within a run; ``weight`` is used by weighted aggregation and proportional
+    mixing.
+    """
+
+    kind: str = "listops"
+    name: str = ""
+    weight: float = 1.0
+    options: Dict[str, Any] = field(default_factory=dict)
+
+    def options_typed(self):
+        from .tasks import get_task
+
+        return build_dataclass(get_task(self.kind).options, self.options, prefix=f"task {self.name}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = {"kind": self.kind, "name": self.name, "weight": self.weight}
+        out.update(self.options)
+        return out
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 200
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    grad_clip: float = 1.0
+    seed: int = 0
+    mix: str = field(default="round_robin", metadata={"choices": ("round_robin", "proportional")})
+    val_batches: int = 0  # 0 = the whole validation split
+    threads: int = 0  # 0 = torch's default
+    max_time_s: float = 0.0  # 0 = no wall-clock cap
+
+
+@dataclass
+class DeployConfig:
+    """How the deployable model is measured (see DESIGN.md, measurement protocol)."""
+
+    batch_size: int = 1
+    warmup: int = 3
+    repeats: int = 15
+    threads: int = 0  # 0 = torch's default; recorded either way
+    device: str = field(default="cpu", metadata={"choices": ("cpu", "cuda")})
+
+
+@dataclass
+class RunConfig:
+    """Everything needed to build, train and measure one model."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    tasks: List[TaskConfig] = field(default_factory=lambda: [TaskConfig()])
+    train: TrainConfig = field(default_factory=TrainConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
+    data_dir: str = ""  # cache for generated tasks; "" = $AUTOEFF_CACHE or ~/.cache/autoeff
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "model": dataclasses.asdict(self.model),
+            "attention": self.attention.to_dict(),
+            "tasks": [t.to_dict() for t in self.tasks],
+            "train": dataclasses.asdict(self.train),
+            "deploy": dataclasses.asdict(self.deploy),
+            "data_dir": self.data_dir,
+        }
+
+    def validate(self, file: Optional[str] = None) -> "RunConfig":
+        """Cross-field checks: heads divide width, family knobs fit the sequence length."""
+        try:
+            check_architecture(self)
+        except ConfigError as e:
+            raise e.with_file(file)
+        return self
+
+
+RUN_SECTIONS = ("model", "attention", "tasks", "train", "deploy", "data_dir")
+
+
+# --------------------------------------------------------------------------------------
+# Checked construction of dataclasses from plain dicts
+# --------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against annotation ``tp``; ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Union:
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return coerce(value, a, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"expected {_type_name(tp)}", key=key, value=value, has_value=True)
+    if origin in (list, List, Sequence, tuple, Tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"expected a list", key=key, value=value, has_value=True)
+        (inner,) = typing.get_args(tp)[:1] or (Any,)
+        return [coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, Dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError("expected a mapping", key=key, value=value, has_value=True)
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError("expected true or false", key=key, value=value, has_value=True)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError("expected an integer", key=key, value=value, has_value=True)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError("expected a number", key=key, value=value, has_value=True)
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError("expected a string", key=key, value=value, has_value=True)
+        return value
+    if dataclasses.is_dataclass(tp):
+        return build_dataclass(tp, value, prefix=key)
+    return value
+
+
+def build_dataclass(cls, data: Any, prefix: str = ""):
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types.
+
+    Field metadata may carry ``choices`` (allowed values) and ``min``/``max`` bounds.
+    """
+    if data is None:
+        data = {}
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        data = dataclasses.asdict(data)
+    if not isinstance(data, Mapping):
+        raise ConfigError("expected a mapping", key=prefix or None, value=data, has_value=True)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        k = unknown[0]
+        raise ConfigError(
+            "unknown key",
+            key=f"{prefix}.{k}" if prefix else str(k),
+            allowed=sorted(fields),
+        )
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        f = fields[name]
+        v = coerce(value, hints[name], key)
+        choices = f.metadata.get("choices")
+        if choices is not None and v not in choices:
+            raise ConfigError("value not allowed", key=key, value=v, allowed=choices, has_value=True)
+        lo, hi = f.metadata.get("min"), f.metadata.get("max")
+        if lo is not None and v is not None and v < lo:
+            raise ConfigError(f"must be >= {lo}", key=key, value=v, has_value=True)
+        if hi is not None and v is not None and v > hi:
+            raise ConfigError(f"must be <= {hi}", key=key, value=v, has_value=True)
+        kwargs[name] = v
+    return cls(**kwargs)
+
+
+# --------------------------------------------------------------------------------------
+# Sections with registries (attention families, tasks)
+# --------------------------------------------------------------------------------------
+
+
+def parse_attention(data: Any, prefix: str = "attention") -> AttentionConfig:
+    from .attention import get_attention, list_attentions
+
+    if data is None:
+        data = {}
+    if isinstance(data, str):
+        data = {"kind": data}
+    if not isinstance(data, Mapping):
+        raise ConfigError("expected a mapping with 'kind'", key=prefix, value=data, has_value=True)
+    data = dict(data)
+    kind = data.pop("kind", "full")
+    known = list_attentions()
+    if kind not in known:
+        raise ConfigError("unknown attention type", key=f"{prefix}.kind", value=kind, allowed=known, has_value=True)
+    options: Dict[str, Dict[str, Any]] = {}
+    for fam, opts in data.items():
+        if fam not in known:
+            raise ConfigError(
+                "unknown key (option blocks are named after attention families)",
+                key=f"{prefix}.{fam}",
+                allowed=["kind", *known],
+            )
+        typed = build_dataclass(get_attention(fam).options, opts, prefix=f"{prefix}.{fam}")
+        options[fam] = dataclasses.asdict(typed)
+    return AttentionConfig(kind=kind, options=options)
+
+
+def parse_tasks(data: Any, prefix: str = "tasks") -> List[TaskConfig]:
+    from .tasks import get_task, list_tasks
+
+    if data is None:
+        data = [{"kind": "listops"}]
+    if isinstance(data, Mapping):  # a single task
+        data = [data]
+    if not isinstance(data, (list, tuple)) or not data:
+        raise ConfigError("expected a non-empty list of tasks", key=prefix, value=data, has_value=True)
+    out: List[TaskConfig] = []
+    seen = set()
+    known = list_tasks()
+    for i, t in enumerate(data):
+        key = f"{prefix}[{i}]"
+        if isinstance(t, str):
+            t = {"kind": t}
+        if not isinstance(t, Mapping):
+            raise ConfigError("expected a mapping with 'kind'", key=key, value=t, has_value=True)
+        t = dict(t)
+        kind = t.pop("kind", None)
+        if kind not in known:
+            raise ConfigError("unknown task kind", key=f"{key}.kind", value=kind, allowed=known, has_value=True)
+        name = t.pop("name", None) or kind
+        if not isinstance(name, str):
+            raise ConfigError("expected a string", key=f"{key}.name", value=name, has_value=True)
+        if name in seen:
+            raise ConfigError("duplicate task name (give each task a distinct 'name')", key=f"{key}.name", value=name, has_value=True)
+        seen.add(name)
+        weight = coerce(t.pop("weight", 1.0), float, f"{key}.weight")
+        if weight <= 0:
+            raise ConfigError("must be > 0", key=f"{key}.weight", value=weight, has_value=True)
+        typed = build_dataclass(get_task(kind).options, t, prefix=key)
+        get_task(kind).check_options(typed, key)
+        out.append(TaskConfig(kind=kind, name=name, weight=weight, options=dataclasses.asdict(typed)))
+    return out
+
+
+def parse_run_config(data: Mapping[str, Any], file: Optional[str] = None) -> RunConfig:
+    """Plain mapping (already loaded by OmegaConf) -> validated RunConfig."""
+    try:
+        if not isinstance(data, Mapping):
+            raise ConfigError("expected a mapping at the top level", value=data, has_value=True)
+        unknown = [k for k in data if k not in RUN_SECTIONS]
+        if unknown:
+            raise ConfigError("unknown key", key=str(unknown[0]), allowed=RUN_SECTIONS)
+        cfg = RunConfig(
+            model=build_dataclass(ModelConfig, data.get("model"), "model"),
+            attention=parse_attention(data.get("attention")),
+            tasks=parse_tasks(data.get("tasks")),
+            train=build_dataclass(TrainConfig, data.get("train"), "train"),
+            deploy=build_dataclass(DeployConfig, data.get("deploy"), "deploy"),
+            data_dir=coerce(data.get("data_dir", ""), str, "data_dir"),
+        )
+        check_ranges(cfg)
+        check_architecture(cfg)
+        return cfg
+    except ConfigError as e:
+        raise e.with_file(file)
+
+
+def check_ranges(cfg: RunConfig) -> None:
+    positive = {
+        "model.depth": cfg.model.depth,
+        "model.width": cfg.model.width,
+        "model.heads": cfg.model.heads,
+        "model.ffn_mult": cfg.model.ffn_mult,
+        "train.max_steps": cfg.train.max_steps,
+        "train.batch_size": cfg.train.batch_size,
+        "train.lr": cfg.train.lr,
+        "deploy.batch_size": cfg.deploy.batch_size,
+        "deploy.repeats": cfg.deploy.repeats,
+    }
+    for k, v in positive.items():
+        if v <= 0:
+            raise ConfigError("must be > 0", key=k, value=v, has_value=True)
+    if not 0.0 <= cfg.model.dropout < 1.0:
+        raise ConfigError("must be in [0, 1)", key="model.dropout", value=cfg.model.dropout, has_value=True)
+    for k, v in {"deploy.warmup": cfg.deploy.warmup, "train.warmup_steps": cfg.train.warmup_steps,
+                 "train.threads": cfg.train.threads, "deploy.threads": cfg.deploy.threads}.items():
+        if v < 0:
+            raise ConfigError("must be >= 0", key=k, value=v, has_value=True)
+
+
+def max_seq_len(cfg: RunConfig) -> int:
+    """Longest input sequence over the run's tasks (what fixed-length families must cover)."""
+    from .tasks import task_spec
+
+    return max(task_spec(t).seq_len for t in cfg.tasks)
+
+
+def check_architecture(cfg: RunConfig) -> None:
+    """Impossible combinations: heads must divide width; the family's knobs must fit."""
+    from .attention import get_attention
+
+    m = cfg.model
+    if m.width % m.heads != 0:
+        raise ConfigError(
+            f"model.heads must divide model.width ({m.width})",
+            key="model.heads",
+            value=m.heads,
+            allowed=[h for h in range(1, m.width + 1) if m.width % h == 0 and h <= 64],
+            has_value=True,
+        )
+    fam = get_attention(cfg.attention.kind)
+    opts = cfg.attention.options_for()
+    fam.check(opts, seq_len=max_seq_len(cfg), width=m.width, heads=m.heads, prefix=f"attention.{cfg.attention.kind}")
+
+
+# --------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------
+
+
+def load_yaml(path: Union[str, Path], overrides: Sequence[str] = ()) -> Dict[str, Any]:
+    """Read a YAML file with OmegaConf, merge ``key=value`` dotlist overrides, resolve."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError("file not found", file=str(path))
+    try:
+        conf = OmegaConf.load(path)
+    except (OmegaConfBaseException, Exception) as e:  # yaml.YAMLError and friends
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"not valid YAML: {first}", file=str(path))
+    if conf is None or not OmegaConf.is_dict(conf):
+        raise ConfigError("expected a mapping at the top level", file=str(path))
+    for ov in overrides:
+        if "=" not in ov:
+            raise ConfigError("override must look like key=value", file="command line", key=ov)
+        try:
+            conf = OmegaConf.merge(conf, OmegaConf.from_dotlist([ov]))
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"cannot apply override: {str(e).splitlines()[0]}", file="command line", key=ov)
+    try:
+        data = OmegaConf.to_container(conf, resolve=True)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None)
+        raise ConfigError(f"cannot resolve: {str(e).splitlines()[0]}", file=str(path), key=key)
+    return data  # type: ignore[return-value]
+
+
+def load_config(path: Union[str, Path], overrides: Sequence[str] = ()) -> RunConfig:
+    """Load a training config (as written by ``autoeff export``) into a validated RunConfig."""
+    data = load_yaml(path, overrides)
+    data = {k: v for k, v in data.items() if k != "autoeff"}  # provenance block, informational
+    return parse_run_config(data, file=str(path))
+
+
+def save_config(cfg: RunConfig, path: Union[str, Path], extra: Optional[Dict[str, Any]] = None) -> Path:
+    """Write a self-contained training config YAML."""
+    import yaml
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = cfg.to_dict()
+    if extra:
+        doc = {"autoeff": extra, **doc}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path

@@ -1,0 +1,56 @@
+"""The shared encoder: a stack of pre-LayerNorm blocks, attention family from the registry."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import torch
+from torch import nn
+
+from ..attention import get_attention
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, N, D)
+
+
+class Block(nn.Module):
+    def __init__(self, attn: nn.Module, dim: int, hidden: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = attn
+        self.norm2 = nn.LayerNorm(dim)
+        self.ffn = FeedForward(dim, hidden, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), mask))  # (B, N, D)
+        return x + self.drop(self.ffn(self.norm2(x)))  # (B, N, D)
+
+
+class Encoder(nn.Module):
+    """depth x Block, then a final LayerNorm. Positions are added by the input adapters."""
+
+    def __init__(self, *, depth: int, width: int, heads: int, ffn_mult: float, dropout: float,
+                 attention: str, attention_options: Any, max_len: int):
+        super().__init__()
+        fam = get_attention(attention)
+        shared: Dict[str, nn.Module] = {}
+        hidden = max(1, int(round(width * ffn_mult)))
+        self.blocks = nn.ModuleList(
+            Block(fam(width, heads, attention_options, max_len=max_len, dropout=dropout, shared=shared, layer=i),
+                  width, hidden, dropout)
+            for i in range(depth)
+        )
+        self.shared = nn.ModuleDict(shared)  # parameters shared across layers (e.g. Linformer E/F)
+        self.norm = nn.LayerNorm(width)
+        self.max_len = max_len
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        for blk in self.blocks:
+            x = blk(x, mask)  # (B, N, D)
+        return self.norm(x)

@@ -1,0 +1,78 @@
+"""Tasks: built-in long-sequence generators and loaders for users' own data, by kind.
+
+Add a task: one file with an options dataclass and a ``Task`` subclass decorated with
+``@register_task("kind")``, plus its import line at the bottom of this file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Type
+
+import torch
+
+from ..errors import ConfigError
+from .base import SPLITS, Split, Task, TaskData, TaskSpec, cache_dir, content_hash
+
+log = logging.getLogger(__name__)
+_REGISTRY: Dict[str, Type[Task]] = {}
+
+
+def register_task(kind: str):
+    def deco(cls: Type[Task]) -> Type[Task]:
+        if kind in _REGISTRY and _REGISTRY[kind] is not cls:
+            raise ValueError(f"task kind {kind!r} registered twice")
+        cls.kind = kind
+        _REGISTRY[kind] = cls
+        return cls
+
+    return deco
+
+
+def get_task(kind: str) -> Type[Task]:
+    try:
+        return _REGISTRY[kind]
+    except KeyError:
+        raise ConfigError("unknown task kind", key="tasks.kind", value=kind, allowed=list_tasks(), has_value=True) from None
+
+
+def list_tasks() -> List[str]:
+    return sorted(_REGISTRY)
+
+
+def task_spec(task_cfg) -> TaskSpec:
+    """Spec of a configured task (``autoeff.config.TaskConfig``), named after it."""
+    cls = get_task(task_cfg.kind)
+    spec = cls.spec(task_cfg.options_typed())
+    return dataclasses.replace(spec, name=task_cfg.name)
+
+
+def load_task(task_cfg, data_dir: str = "") -> TaskData:
+    """Build (or load from the on-disk cache) the splits of a configured task."""
+    cls = get_task(task_cfg.kind)
+    opts = task_cfg.options_typed()
+    spec = dataclasses.replace(cls.spec(opts), name=task_cfg.name)
+    if not cls.cacheable:
+        return TaskData(spec, cls.build(opts))
+    key = content_hash(cls.fingerprint(opts))
+    path = cache_dir(data_dir) / "tasks" / f"{cls.kind}-{key}.pt"
+    if path.exists():
+        try:
+            blob = torch.load(path, weights_only=True)
+            return TaskData(spec, {s: Split(*blob[s]) for s in SPLITS})
+        except Exception as e:  # a corrupt cache file is rebuilt, never trusted
+            log.warning("ignoring unreadable task cache %s (%s)", path, e)
+    splits = cls.build(opts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save({s: (sp.x, sp.mask, sp.y) for s, sp in splits.items()}, tmp)
+    os.replace(tmp, path)  # atomic: concurrent trials never read half a file
+    return TaskData(spec, splits)
+
+
+# one import line per task -----------------------------------------------------------
+from . import listops  # noqa: E402,F401

@@ -1,0 +1,114 @@
+"""The contract every task follows (built-in generators and loaders of users' data alike).
+
+A task is one file: an options dataclass and a :class:`Task` subclass registered with
+``@register_task("kind")``. ``spec`` says what the model needs to know (input kind, sequence
+length, classes, vocabulary or feature size) without building the data; ``build`` returns the
+splits. Generated tasks are deterministic by seed and cached on disk by a hash of their
+options, so a second trial loads instead of regenerating.
+
+Split tensors:
+  tokens:   x (n, L) int64, 0 = padding;      mask (n, L) bool, True at real tokens
+  features: x (n, L, F) float32;              mask (n, L) bool
+  pair tasks add a leading axis of 2 after n: x (n, 2, L[, F]), mask (n, 2, L)
+  y (n,) int64 class index
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+
+from ..errors import ConfigError
+
+SPLITS = ("train", "val", "test")
+INPUT_KINDS = ("tokens", "features")
+PAD = 0
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What the model must know about a task's inputs and outputs."""
+
+    input_kind: str  # "tokens" | "features"
+    seq_len: int  # maximum number of positions fed to the encoder (before any CLS token)
+    num_classes: int
+    vocab_size: int = 0  # tokens: ids in [0, vocab_size), 0 = padding
+    feature_dim: int = 0  # features: size of each position's vector
+    pair: bool = False  # two sequences per example (e.g. retrieval)
+    metric: str = "accuracy"
+    name: str = ""  # the task's name within the run
+
+    def __post_init__(self):
+        if self.input_kind not in INPUT_KINDS:
+            raise ValueError(f"input_kind must be one of {INPUT_KINDS}, got {self.input_kind!r}")
+
+
+@dataclass
+class Split:
+    x: torch.Tensor
+    mask: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass
+class TaskData:
+    spec: TaskSpec
+    splits: Dict[str, Split]
+
+    def majority_accuracy(self, split: str = "val") -> float:
+        y = self.splits[split].y
+        return float(torch.bincount(y).max().item() / max(1, len(y)))
+
+
+class Task:
+    """Base class; subclasses set ``options`` and implement ``spec`` and ``build``."""
+
+    kind: str = ""
+    options: type = None  # dataclass of plain values
+    #: bump when the generator's output changes, so old caches are not reused
+    version: int = 1
+    #: generated tasks are cached by content hash; loaders of users' files may opt out
+    cacheable: bool = True
+
+    @classmethod
+    def spec(cls, opts) -> TaskSpec:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def build(cls, opts) -> Dict[str, Split]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def check_options(cls, opts, key: str) -> None:
+        """Raise ConfigError for impossible options (override per task)."""
+
+    @classmethod
+    def fingerprint(cls, opts) -> Dict[str, Any]:
+        """What the cache key hashes; loaders add file sizes and mtimes."""
+        return {"kind": cls.kind, "version": cls.version, "options": dataclasses.asdict(opts)}
+
+
+def cache_dir(configured: str = "") -> Path:
+    d = configured or os.environ.get("AUTOEFF_CACHE") or str(Path.home() / ".cache" / "autoeff")
+    return Path(d).expanduser()
+
+
+def content_hash(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def check_positive(opts, key: str, *names: str) -> None:
+    for n in names:
+        v = getattr(opts, n)
+        if v <= 0:
+            raise ConfigError("must be > 0", key=f"{key}.{n}", value=v, has_value=True)
