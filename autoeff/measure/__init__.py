@@ -3,4 +3,11 @@ from .latency import LatencyResult, measure_latency, thread_count
 from .memory import MemoryResult, peak_memory
 from .size import model_size
 
-__all__ = ["LatencyResult", "measure_latency", "thread_count", "MemoryResult", "peak_memory", "model_size"]
+
+def measure_model(*a, **k):
+    """See :func:`autoeff.measure.model.measure_model`."""
+    from .model import measure_model as _m
+
+    return _m(*a, **k)
+
+__all__ = ["LatencyResult", "measure_latency", "thread_count", "MemoryResult", "peak_memory", "model_size", "measure_model"]

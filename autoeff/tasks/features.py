@@ -78,3 +78,49 @@ def log_spectrogram(waves: torch.Tensor, *, n_fft: int = 256, hop: int = 128, n_
 def n_frames(n_samples: int, n_fft: int = 256, hop: int = 128) -> int:
     """Frames ``torch.stft`` (center=True) gives for ``n_samples`` samples."""
     return n_samples // hop + 1
+
+
+def spectrogram_bins(n_fft: int = 256, n_bins: int = 64) -> int:
+    """Feature size ``log_spectrogram`` gives: ``n_bins``, or all ``n_fft // 2 + 1`` bins when
+    ``n_bins`` is not below ``n_fft // 2``."""
+    return n_bins if n_bins < n_fft // 2 else n_fft // 2 + 1
+
+
+def read_wav(path, *, max_samples: int = 0) -> Tuple["np.ndarray", int]:
+    """A PCM WAV file (8/16/24/32-bit, any channel count) -> mono float32 samples in [-1, 1]
+    and its sample rate, with the standard-library ``wave`` module. ``max_samples`` > 0 reads
+    at most that many frames. Raises ``wave.Error`` / ``EOFError`` / ``OSError`` on bad files."""
+    import wave
+
+    import numpy as np
+
+    with wave.open(str(path), "rb") as w:
+        ch, width, rate, n = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
+        raw = w.readframes(min(n, max_samples) if max_samples > 0 else n)
+    if width == 1:  # unsigned 8-bit
+        a = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
+    elif width == 2:
+        a = np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0
+    elif width == 3:  # little-endian 24-bit: widen to 32-bit
+        b = np.frombuffer(raw, np.uint8).reshape(-1, 3)
+        a = (b[:, 0].astype(np.int32) | (b[:, 1].astype(np.int32) << 8)
+             | (b[:, 2].astype(np.int8).astype(np.int32) << 16))  # top byte carries the sign
+        a = a.astype(np.float32) / 8388608.0
+    elif width == 4:
+        a = np.frombuffer(raw, "<i4").astype(np.float32) / 2147483648.0
+    else:
+        raise wave.Error(f"unsupported sample width {width} bytes")
+    a = a[: len(a) - len(a) % ch].reshape(-1, ch).mean(1)  # (frames,) mono
+    return a.astype(np.float32), rate
+
+
+def resample_linear(a: "np.ndarray", rate: int, target: int) -> "np.ndarray":
+    """Resample 1-D samples from ``rate`` to ``target`` Hz by linear interpolation (no
+    anti-aliasing filter: fine for features averaged into a few dozen frequency bins)."""
+    import numpy as np
+
+    if rate == target or len(a) == 0:
+        return a
+    n = max(1, int(round(len(a) * target / rate)))
+    t = np.arange(n, dtype=np.float64) * (rate / target)
+    return np.interp(t, np.arange(len(a)), a).astype(np.float32)

@@ -1,0 +1,198 @@
+"""The `autoeff` command line.
+
+    autoeff search   --space SPACE.yaml [key=value ...]   run or resume a search
+    autoeff pareto   --space SPACE.yaml [--all]           print the front (or every trial)
+    autoeff export   --space SPACE.yaml (--trial N | --rule "highest accuracy with latency_ms <= 20") [-o OUT.yaml]
+    autoeff train    --config OUT.yaml [--out DIR] [key=value ...]
+    autoeff validate --space SPACE.yaml                   check a space file, print its dimensions
+    autoeff list     [attentions|tasks]
+    autoeff bench    attention [...]                      benchmark attention families
+
+Bad input exits with status 2 and one line naming the file, key, value and what is allowed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from .errors import ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="autoeff", description="Search deployable efficient transformers.")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("search", help="run (or resume) an architecture search")
+    s.add_argument("--space", required=True, help="search-space YAML file")
+    s.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. search.n_trials=8 train.max_steps=100")
+    s.add_argument("--quiet", action="store_true", help="no progress lines")
+    s.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+
+    s = sub.add_parser("pareto", help="print the Pareto front of a search")
+    s.add_argument("--space", required=True)
+    s.add_argument("overrides", nargs="*")
+    s.add_argument("--all", action="store_true", help="every trial, not only the front")
+    s.add_argument("--format", choices=("text", "markdown", "csv", "json"), default="text")
+
+    s = sub.add_parser("export", help="write one point as a training config")
+    s.add_argument("--space", required=True)
+    s.add_argument("overrides", nargs="*")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--trial", type=int, help="trial number (see `autoeff pareto` or the MLflow UI)")
+    g.add_argument("--rule", help="e.g. \"highest accuracy with latency_ms <= 20 and peak_memory_mb <= 8\"")
+    s.add_argument("-o", "--out", help="output YAML (default: <space name>-trial<N>.yaml)")
+
+    s = sub.add_parser("train", help="train an exported config with its full budget")
+    s.add_argument("--config", required=True)
+    s.add_argument("overrides", nargs="*")
+    s.add_argument("--out", help="output folder (default: runs/<config name>)")
+
+    s = sub.add_parser("validate", help="check a space file and print its dimensions")
+    s.add_argument("--space", required=True)
+    s.add_argument("overrides", nargs="*")
+
+    s = sub.add_parser("list", help="list registered attention families or tasks")
+    s.add_argument("what", nargs="?", choices=("attentions", "tasks"), default="attentions")
+
+    s = sub.add_parser("bench", help="benchmarks (e.g. `autoeff bench attention --help`)")
+    s.add_argument("which", choices=("attention",))
+    s.add_argument("args", nargs=argparse.REMAINDER)
+    return p
+
+
+def _cmd_search(a) -> int:
+    from .api import run_search
+    from .tracking.tables import to_text
+
+    res = run_search(a.space, a.overrides, quiet=a.quiet, track=not a.no_mlflow)
+    s = res.space.search
+    print(f"\nPareto front of '{s.study_name}' ({len(res.front)} of {len(res.records)} trials):")
+    print(to_text(res.space, res.front))
+    print(", ".join(f"{k}={v:.4g}" for k, v in res.summary.items()))
+    if not a.no_mlflow:
+        print(f"\nReview it: mlflow ui --backend-store-uri {s.mlflow_uri}   (experiment '{s.experiment}')")
+    print(f"Export one: autoeff export --space {a.space} --trial N -o model.yaml")
+    return 0
+
+
+def _cmd_pareto(a) -> int:
+    from .search.backends import load_records
+    from .search.runner import front_of
+    from .search.space import load_space
+    from .tracking.tables import front_rows, to_csv, to_text
+
+    space = load_space(a.space, a.overrides)
+    recs = load_records(space)
+    rows = recs if a.all else [r for r in front_of(space, recs)]
+    if a.format == "csv":
+        print(to_csv(front_rows(space, rows)), end="")
+    elif a.format == "json":
+        print(json.dumps(front_rows(space, rows), indent=1, default=str))
+    else:
+        if a.all:
+            from .tracking.tables import arch_summary
+
+            for r in recs:
+                m = r.metrics
+                flag = "*" if r.pareto else " "
+                vals = "  ".join(f"{o.name}={m[o.name]:.4g}" for o in space.objectives if o.name in m)
+                print(f"{flag} trial {r.number:3d}  {r.status:11s} {arch_summary(r):38s} {vals}  {r.reason}")
+        else:
+            print(to_text(space, rows, markdown=a.format == "markdown"), end="")
+    return 0
+
+
+def _cmd_export(a) -> int:
+    from .export import export_point
+
+    rec, path = export_point(a.space, a.overrides, trial=a.trial, rule=a.rule, out=a.out)
+    m = rec.metrics
+    print(f"exported trial {rec.number} (accuracy {m.get('accuracy', float('nan')):.4g}, "
+          f"latency {m.get('latency_ms', float('nan')):.4g} ms, memory {m.get('peak_memory_mb', float('nan')):.4g} MB) -> {path}")
+    print(f"train it: autoeff train --config {path}")
+    return 0
+
+
+def _cmd_train(a) -> int:
+    from .config import load_config
+    from .training.run import train_config
+
+    cfg = load_config(a.config, a.overrides)
+    out = a.out or str(Path("runs") / Path(a.config).stem)
+
+    def progress(step, total, loss):
+        if step % max(1, total // 10) == 0 or step == total:
+            print(f"  step {step}/{total} loss {loss:.3f}", file=sys.stderr, flush=True)
+
+    metrics = train_config(cfg, out, log=lambda s: print(s, file=sys.stderr, flush=True), progress=progress)
+    print(json.dumps({k: round(v, 4) for k, v in metrics.items()}, indent=1))
+    print(f"checkpoint: {Path(out) / 'model.pt'}")
+    return 0
+
+
+def _cmd_validate(a) -> int:
+    from .search.space import load_space
+
+    space = load_space(a.space, a.overrides)
+    print(f"{a.space}: OK — {len(space.dims)} dimensions, objectives "
+          + ", ".join(f"{o.name} ({o.direction}, {o.aggregate})" for o in space.objectives))
+    for d in space.dims:
+        rng = list(d.choices) if d.type == "categorical" else f"[{d.low}, {d.high}]" + (" log" if d.log else "")
+        cond = ("  when " + ", ".join(f"{k} in {list(v)}" for k, v in d.when.items())) if d.when else ""
+        print(f"  {d.name:34s} {d.type:11s} {rng}{cond}")
+    for c in space.constraints:
+        print(f"  constraint: {c.text}")
+    return 0
+
+
+def _cmd_list(a) -> int:
+    if a.what == "attentions":
+        from .attention import get_attention, list_attentions
+
+        for name in list_attentions():
+            fam = get_attention(name)
+            flags = [f for f, on in (("fixed-length", fam.needs_fixed_length), ("padding", fam.supports_padding_mask),
+                                     ("causal", fam.supports_causal), ("subquadratic", fam.subquadratic)) if on]
+            import dataclasses
+
+            knobs = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(fam.options))
+            print(f"{name:12s} [{', '.join(flags)}]  {knobs}")
+    else:
+        from .tasks import get_task, list_tasks
+
+        for name in list_tasks():
+            doc = (get_task(name).__doc__ or sys.modules[get_task(name).__module__].__doc__ or "").strip().splitlines()
+            print(f"{name:14s} {doc[0] if doc else ''}")
+    return 0
+
+
+def _cmd_bench(a) -> int:
+    if a.which == "attention":
+        from .bench.attention import main as bench_main
+
+        return int(bench_main(a.args) or 0)
+    return 2
+
+
+COMMANDS = {"search": _cmd_search, "pareto": _cmd_pareto, "export": _cmd_export, "train": _cmd_train,
+            "validate": _cmd_validate, "list": _cmd_list, "bench": _cmd_bench}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.cmd](args)
+    except ConfigError as e:
+        print(f"autoeff: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("autoeff: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

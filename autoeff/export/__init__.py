@@ -1,0 +1,68 @@
+"""Export one point of a search as a self-contained training config."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+from ..config import RunConfig, parse_run_config, save_config
+from ..errors import ConfigError
+from ..search.backends import load_records
+from ..search.objective import TrialRecord
+from ..search.pareto import parse_rule, select
+from ..search.space import Space, load_space, set_path
+
+
+def choose(space: Space, records: Sequence[TrialRecord], *, trial: Optional[int] = None,
+           rule: Optional[str] = None) -> TrialRecord:
+    """The trial named by number, or the one a rule picks among feasible complete trials."""
+    if (trial is None) == (rule is None):
+        raise ConfigError("give exactly one of --trial N or --rule '...'", key="export")
+    if trial is not None:
+        by_num = {r.number: r for r in records}
+        if trial not in by_num:
+            raise ConfigError("no such trial in the study", key="--trial", value=trial,
+                              allowed=sorted(by_num) or "none yet", has_value=True)
+        rec = by_num[trial]
+        if rec.status != "complete" or not rec.config:
+            raise ConfigError(f"trial {trial} did not complete ({rec.status}: {rec.reason})", key="--trial",
+                              value=trial, allowed=[r.number for r in records if r.status == "complete"], has_value=True)
+        return rec
+    try:
+        _, metric, conds = parse_rule(rule)
+    except ValueError as e:
+        raise ConfigError(str(e), key="--rule", value=rule, has_value=True) from None
+    pool = [r for r in records if r.feasible and r.config]
+    known = sorted({k for r in pool for k in r.metrics})
+    for name in [metric, *[c[0] for c in conds]]:
+        if pool and name not in known:
+            raise ConfigError("unknown metric in rule", key="--rule", value=name, allowed=known, has_value=True)
+    i = select([r.metrics for r in pool], rule)
+    if i is None:
+        raise ConfigError("no feasible completed trial satisfies the rule", key="--rule", value=rule, has_value=True)
+    return pool[i]
+
+
+def exported_config(space: Space, rec: TrialRecord) -> RunConfig:
+    """The trial's config with the space's ``export:`` overrides (e.g. a full training budget)."""
+    data = dict(rec.config)
+    from ..search.space import flatten
+
+    for k, v in flatten(space.export_overrides).items():
+        set_path(data, k, v)
+    return parse_run_config(data, file=f"{space.file} (export)")
+
+
+def export_point(space_path: str, overrides: Sequence[str] = (), *, trial: Optional[int] = None,
+                 rule: Optional[str] = None, out: Optional[str] = None) -> Tuple[TrialRecord, Path]:
+    space = load_space(space_path, overrides)
+    records = load_records(space)
+    rec = choose(space, records, trial=trial, rule=rule)
+    cfg = exported_config(space, rec)
+    path = Path(out or f"{space.name}-trial{rec.number}.yaml")
+    keep = ("accuracy", "test_accuracy", "latency_ms", "peak_memory_mb", "params", "size_mb")
+    extra = {"exported_from": {"space": str(space.file), "study": space.search.study_name,
+                               "storage": space.search.storage, "trial": rec.number, "pareto": rec.pareto,
+                               "checkpoint": rec.checkpoint,
+                               "metrics": {k: round(float(rec.metrics[k]), 6) for k in keep if k in rec.metrics}}}
+    save_config(cfg, path, extra=extra)
+    return rec, path

@@ -1,0 +1,48 @@
+"""Measure a whole model as deployed: eval mode, one task input shape at a time."""
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import torch
+
+from ..config import DeployConfig
+from ..model import AutoEffModel, example_inputs
+from ..tasks.base import TaskSpec
+from .latency import measure_latency
+from .memory import peak_memory
+from .size import model_size
+
+
+def measure_model(model: AutoEffModel, specs: Sequence[TaskSpec], deploy: DeployConfig) -> Dict[str, Dict[str, float]]:
+    """Per task: latency (median and spread of repeated passes) and peak memory of one inference
+    pass at the deployment batch size and the task's sequence length. Returns
+    ``{task: {"latency_ms", "latency_p10_ms", "latency_p90_ms", "latency_spread", "peak_memory_mb", "threads"}}``
+    plus ``{"_model": {"params", "size_mb"}}``.
+    """
+    device = deploy.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("deploy.device is cuda but no CUDA device is available")
+    was_training = model.training
+    model.eval().to(device)
+    out: Dict[str, Dict[str, float]] = {}
+    try:
+        for spec in specs:
+            x, mask = example_inputs(spec, deploy.batch_size, device=device)
+
+            def run(x=x, mask=mask, name=spec.name):
+                return model(x, mask, name)
+
+            lat = measure_latency(run, warmup=deploy.warmup, repeats=deploy.repeats, device=device, threads=deploy.threads)
+            old = torch.get_num_threads()
+            if deploy.threads > 0:
+                torch.set_num_threads(deploy.threads)
+            try:
+                mem = peak_memory(run, device=device)
+            finally:
+                torch.set_num_threads(old)
+            out[spec.name] = {**lat.as_metrics(), "peak_memory_mb": mem.peak_mb, "threads": float(lat.threads)}
+    finally:
+        model.train(was_training)
+    size = model_size(model)
+    out["_model"] = {"params": float(size["params"]), "size_mb": size["size_bytes"] / 2**20}
+    return out

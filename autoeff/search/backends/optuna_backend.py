@@ -1,0 +1,270 @@
+"""Optuna backend: one machine, a multi-objective study in sqlite, resumable.
+
+- Multi-objective study (accuracy max, latency min, memory min by default), seeded; TPE by
+  default (multivariate, grouped: the space is conditional), NSGA-II or random selectable.
+- Constraints go to the sampler through ``Trial.set_constraint``, so infeasible trials never enter
+  the front. Multi-objective studies cannot be pruned in Optuna; a candidate whose
+  architecture already breaks a hard constraint is told COMPLETE with its measured
+  latency/memory, accuracy 0.0 and a positive violation (see ``search.objective``).
+- Trials run one at a time (ask/tell), so no timing ever overlaps another trial's training.
+- Resume: re-running the same command loads the study by name. Trials left RUNNING by a
+  killed process on this host (its pid is gone) are marked FAIL with reason "interrupted" and
+  their parameters re-enqueued, so the interrupted candidate runs again and nothing is lost
+  or counted twice; the target ``n_trials`` counts finished trials other than interrupted.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import optuna
+from optuna.trial import TrialState
+
+from ..objective import TrialRecord, run_trial
+from ..runner import Progress, SearchCallback, SearchResult, finalize
+from ..space import Space
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+RECORD = "autoeff.record"
+WORKER = "autoeff.worker"
+RETRY_OF = "autoeff.retry_of"
+REMEASURED = "autoeff.remeasured"
+MAX_DUPLICATES = 25  # consecutive already-tried proposals before the space counts as exhausted
+
+
+class _OptunaSuggest:
+    def __init__(self, trial: optuna.Trial):
+        self.t = trial
+
+    def categorical(self, name, choices):
+        return self.t.suggest_categorical(name, choices)
+
+    def int(self, name, low, high, *, log, step):
+        return self.t.suggest_int(name, low, high, log=log, step=1 if log else step)
+
+    def float(self, name, low, high, *, log, step):
+        return self.t.suggest_float(name, low, high, log=log, step=None if log else step)
+
+
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(worker: str) -> bool:
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname():
+        return True  # another machine's worker: not ours to judge
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sqlite_dir(url: str) -> None:
+    if url.startswith("sqlite:///"):
+        p = Path(url[len("sqlite:///"):])
+        if str(p) and p.parent and not p.parent.exists():
+            p.parent.mkdir(parents=True, exist_ok=True)
+
+
+class OptunaBackend:
+    name = "optuna"
+
+    def __init__(self, space: Space):
+        self.space = space
+        s = space.search
+        _sqlite_dir(s.storage)
+        self.study = optuna.create_study(
+            study_name=s.study_name,
+            storage=s.storage,
+            directions=space.directions,
+            sampler=self._sampler(),
+            load_if_exists=True,
+        )
+        stored = [d.name.lower() for d in self.study.directions]
+        if stored != [d.lower() for d in space.directions]:
+            from ...errors import ConfigError
+
+            raise ConfigError(
+                f"study '{s.study_name}' in {s.storage} was created with directions {stored}; "
+                "use another search.study_name for different objectives",
+                file=space.file, key="objectives", value=space.objective_names, has_value=True,
+            )
+        if not self.study.user_attrs.get("autoeff.space"):
+            self.study.set_user_attr("autoeff.space", space.fingerprint())
+            self.study.set_user_attr("autoeff.objectives", space.objective_names)
+            self.study.set_metric_names(space.objective_names)
+
+    def _sampler(self) -> optuna.samplers.BaseSampler:
+        s = self.space.search
+        # constraints reach the samplers through Trial.set_constraint (Optuna >= 5)
+        if s.sampler == "tpe":
+            kw: Dict[str, Any] = dict(seed=s.seed, multivariate=True, group=True)
+            if s.startup_trials:
+                kw["n_startup_trials"] = s.startup_trials
+            return optuna.samplers.TPESampler(**kw)
+        if s.sampler == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=s.seed)
+        return optuna.samplers.RandomSampler(seed=s.seed)
+
+    def _set_constraints(self, trial: optuna.Trial, violations: Sequence[float]) -> None:
+        for c, v in zip(self.space.constraints, violations):
+            trial.set_constraint(c.text, float(v))
+
+    # ---- records ------------------------------------------------------------------
+    def records(self) -> List[TrialRecord]:
+        """One record per trial, in trial order (interrupted ones included)."""
+        remeasured = self.study.user_attrs.get(REMEASURED, {})
+        out = []
+        for ft in self.study.get_trials(deepcopy=False):
+            raw = ft.user_attrs.get(RECORD)
+            if raw and raw.get("status") == "duplicate":
+                continue  # a re-proposal answered from its twin: not a trial of its own
+            if raw:
+                rec = TrialRecord.from_json(raw)
+            else:
+                rec = TrialRecord(number=ft.number, status="running", params=dict(ft.params))
+            if ft.state == TrialState.FAIL and not raw:
+                rec.status, rec.reason = "failed", ft.user_attrs.get("autoeff.fail_reason", "failed")
+            if ft.user_attrs.get("autoeff.interrupted") or ft.system_attrs.get("autoeff.interrupted"):
+                rec.status, rec.reason = "interrupted", "the search process was killed during this trial"
+            if str(ft.number) in remeasured:
+                upd = remeasured[str(ft.number)]
+                rec.metrics.update(upd["metrics"])
+                rec.values, rec.violations, rec.remeasured = upd["values"], upd["violations"], True
+            out.append(rec)
+        return out
+
+    def _save_remeasured(self, rec: TrialRecord) -> None:
+        d = dict(self.study.user_attrs.get(REMEASURED, {}))
+        d[str(rec.number)] = {"metrics": rec.metrics, "values": rec.values, "violations": rec.violations}
+        self.study.set_user_attr(REMEASURED, d)
+
+    def _recover_interrupted(self, log) -> List[int]:
+        """Fail and re-enqueue trials left RUNNING by a dead process on this host."""
+        redo = []
+        for ft in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            worker = ft.system_attrs.get(WORKER) or ""
+            if worker and _alive(worker):
+                continue
+            self.study._storage.set_trial_system_attr(ft._trial_id, "autoeff.interrupted", True)
+            self.study.tell(ft.number, state=TrialState.FAIL, skip_if_finished=True)
+            params = dict(ft.params)
+            self.study.enqueue_trial(params, user_attrs={RETRY_OF: ft.number}, skip_if_exists=False)
+            redo.append(ft.number)
+        if redo:
+            log(f"resuming: trial(s) {redo} were interrupted; their candidates run again")
+        return redo
+
+    def _twin(self, params: Dict[str, Any]) -> Optional[optuna.trial.FrozenTrial]:
+        """A finished, non-duplicate trial with exactly these parameters, if any."""
+        for ft in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            rec = ft.user_attrs.get(RECORD) or {}
+            if rec.get("status") in ("complete", "infeasible") and rec.get("params") == params:
+                return ft
+        return None
+
+    def _tell_duplicate(self, trial: optuna.Trial, twin: optuna.trial.FrozenTrial, params: Dict[str, Any]) -> None:
+        rec = TrialRecord(number=trial.number, status="duplicate", params=params,
+                          values=list(twin.values), violations=list((twin.user_attrs.get(RECORD) or {}).get("violations", [])),
+                          reason=f"same candidate as trial {twin.number}")
+        trial.set_user_attr(RECORD, rec.to_json())
+        self._set_constraints(trial, rec.violations)
+        self.study.tell(trial, list(twin.values))
+
+    def _done(self) -> int:
+        n = 0
+        for ft in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+            dup = (ft.user_attrs.get(RECORD) or {}).get("status") == "duplicate"
+            if not ft.system_attrs.get("autoeff.interrupted") and not dup:
+                n += 1
+        return n
+
+    # ---- the loop -----------------------------------------------------------------------
+    def run(self, callbacks: Sequence[SearchCallback] = (), progress: Optional[Progress] = None) -> SearchResult:
+        space = self.space
+        progress = progress or Progress(space.search.n_trials)
+        log = progress
+        existing = len(self.study.trials)
+        interrupted = self._recover_interrupted(log)
+        done = self._done()
+        info = {"backend": self.name, "study_name": space.search.study_name, "storage": space.search.storage,
+                "resumed": existing > 0, "interrupted": interrupted, "done": done}
+        if existing:
+            log(f"resuming study '{space.search.study_name}' from {space.search.storage}: "
+                f"{done}/{space.search.n_trials} trials finished")
+        for cb in callbacks:
+            cb.on_search_start(space, self.records(), info)
+        artifacts = str(Path(space.search.artifacts) / space.search.study_name)
+        dupes = 0
+        while done < space.search.n_trials:
+            trial = self.study.ask()
+            self.study._storage.set_trial_system_attr(trial._trial_id, WORKER, _worker_id())
+            try:
+                params = space.sample(_OptunaSuggest(trial))
+            except Exception as e:  # a sampler problem: record and go on
+                rec = TrialRecord(number=trial.number, status="failed", reason=f"sampling failed: {e}")
+                params = {}
+            else:
+                rec = None
+            twin = self._twin(params) if rec is None else None
+            if twin is not None:  # the sampler proposed a candidate already measured: reuse, don't count
+                self._tell_duplicate(trial, twin, params)
+                dupes += 1
+                if dupes >= MAX_DUPLICATES:
+                    log(f"the sampler proposed {dupes} already-tried candidates in a row: "
+                        "the space looks exhausted, stopping early")
+                    break
+                continue
+            dupes = 0
+            progress.trial_start(done, trial.number, params)
+            for cb in callbacks:
+                cb.on_trial_start(trial.number, params)
+            if rec is None:
+                rec = run_trial(space, params, trial.number, artifacts_dir=artifacts, log=log,
+                                progress=progress.training)
+            trial.set_user_attr(RECORD, json.loads(json.dumps(rec.to_json(), default=float)))
+            if rec.status in ("complete", "infeasible") and rec.values is not None:
+                self._set_constraints(trial, rec.violations)
+                self.study.tell(trial, rec.values)
+            else:
+                trial.set_user_attr("autoeff.fail_reason", rec.reason[:2000])
+                self.study.tell(trial, state=TrialState.FAIL)
+            progress.trial_end(rec)
+            for cb in callbacks:
+                cb.on_trial_end(rec)
+            done += 1
+        records = self.records()
+        result = finalize(space, records, log, self._save_remeasured)
+        for cb in callbacks:
+            cb.on_search_end(space, result.front, result.records, result.summary)
+        return result
+
+
+def load_records(space: Space) -> List[TrialRecord]:
+    """Records of a stored study (for `autoeff pareto` / `autoeff export`), front flags set."""
+    from ..runner import front_of
+
+    try:
+        optuna.load_study(study_name=space.search.study_name, storage=space.search.storage)
+    except KeyError:
+        from ...errors import ConfigError
+
+        raise ConfigError(f"no study named '{space.search.study_name}' in {space.search.storage}; run "
+                          f"`autoeff search --space {space.file}` first", file=space.file, key="search.study_name",
+                          value=space.search.study_name, has_value=True) from None
+    backend = OptunaBackend(space)
+    recs = backend.records()
+    front = {r.number for r in front_of(space, recs)}
+    for r in recs:
+        r.pareto = r.number in front
+    return recs

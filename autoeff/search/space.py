@@ -1,0 +1,464 @@
+"""The search-space file: YAML -> fixed run config + dimensions + objectives + settings.
+
+See README.md ("Search-space reference") for the format. In short::
+
+    name: longseq
+    tasks: [...]            # fixed parts: any RunConfig section (model, attention, tasks,
+    train: {...}            # train, deploy, data_dir) gives the values every trial shares
+    space:                  # dimensions, nested or dotted, named by their config path
+      model.depth: {type: int, low: 1, high: 3}
+      model.width: [64, 128]              # a plain list is a categorical
+      attention.kind: [full, linformer]
+      attention.linformer.rank: {type: int, low: 16, high: 128, log: true}
+      train.lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}
+    objectives: {accuracy: max, latency_ms: min, peak_memory_mb: min}
+    constraints: ["latency_ms <= 50"]
+    search: {sampler: tpe, n_trials: 16, seed: 0}
+
+Dimensions under ``attention.<family>.`` exist only when ``attention.kind`` is that family
+(an implicit condition); any dimension may add ``when: {other.dim: [values]}``.
+
+This module knows nothing about Optuna or Ray: a backend hands :meth:`Space.sample` a
+:class:`Suggest` implementation.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
+
+from ..config import RUN_SECTIONS, RunConfig, load_yaml, parse_run_config
+from ..errors import ConfigError
+
+DIM_TYPES = ("categorical", "int", "float")
+METRICS = ("accuracy", "latency_ms", "peak_memory_mb", "params", "size_mb")
+DIRECTIONS = {"max": "maximize", "maximize": "maximize", "min": "minimize", "minimize": "minimize"}
+AGGREGATES = ("mean", "min", "max", "weighted")
+SAMPLERS = ("tpe", "nsga2", "random")
+BACKENDS = ("optuna",)
+SPACE_SECTIONS = ("name", "space", "objectives", "constraints", "search", "export")
+DEFAULT_OBJECTIVES = {"accuracy": ("maximize", "mean"), "latency_ms": ("minimize", "max"),
+                      "peak_memory_mb": ("minimize", "max")}
+
+
+class Suggest(Protocol):
+    """What a backend provides to sample one dimension."""
+
+    def categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
+    def int(self, name: str, low: int, high: int, *, log: bool, step: int) -> int: ...
+    def float(self, name: str, low: float, high: float, *, log: bool, step: Optional[float]) -> float: ...
+
+
+@dataclass
+class Dimension:
+    name: str  # dotted config path, also the MLflow param name
+    type: str
+    choices: Tuple[Any, ...] = ()
+    low: Optional[float] = None
+    high: Optional[float] = None
+    log: bool = False
+    step: Optional[float] = None
+    when: Dict[str, Tuple[Any, ...]] = field(default_factory=dict)
+
+    def active(self, values: Mapping[str, Any]) -> bool:
+        return all(values.get(k) in allowed for k, allowed in self.when.items())
+
+    def sample(self, s: Suggest) -> Any:
+        if self.type == "categorical":
+            return s.categorical(self.name, list(self.choices))
+        if self.type == "int":
+            return s.int(self.name, int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+        return s.float(self.name, float(self.low), float(self.high), log=self.log, step=self.step)
+
+    def values_for_check(self) -> List[Any]:
+        """Values to check statically: all choices, or the range's ends."""
+        if self.type == "categorical":
+            return list(self.choices)
+        return [self.low, self.high] if self.type == "float" else [int(self.low), int(self.high)]
+
+
+@dataclass
+class Objective:
+    name: str
+    direction: str  # "maximize" | "minimize"
+    aggregate: str  # how per-task values combine: mean | min | max | weighted
+
+
+@dataclass
+class Constraint:
+    metric: str
+    op: str
+    bound: float
+    text: str
+
+    def violation(self, metrics: Mapping[str, float]) -> float:
+        """<= 0 when satisfied (Optuna's convention); the amount of violation otherwise."""
+        v = float(metrics[self.metric])
+        if self.op in ("<=", "<"):
+            return v - self.bound
+        return self.bound - v
+
+    def satisfied(self, metrics: Mapping[str, float]) -> bool:
+        v = float(metrics[self.metric])
+        return {"<=": v <= self.bound, "<": v < self.bound, ">=": v >= self.bound, ">": v > self.bound}[self.op]
+
+
+@dataclass
+class SearchSettings:
+    backend: str = "optuna"
+    sampler: str = "tpe"
+    n_trials: int = 16
+    seed: int = 0
+    storage: str = "sqlite:///autoeff.db"
+    study_name: str = ""  # default: the space's name
+    mlflow_uri: str = "sqlite:///mlflow.db"
+    experiment: str = ""  # default: the space's name
+    artifacts: str = "mlartifacts"  # local folder for MLflow artifacts and trial checkpoints
+    remeasure_front: bool = True
+    startup_trials: int = 0  # random trials before TPE models the space (0 = Optuna's default rule)
+
+
+@dataclass
+class Space:
+    file: str
+    name: str
+    base: Dict[str, Any]  # the fixed RunConfig sections
+    dims: List[Dimension]
+    objectives: List[Objective]
+    constraints: List[Constraint]
+    search: SearchSettings
+    export_overrides: Dict[str, Any]
+
+    # ---- sampling ---------------------------------------------------------------------
+    def sample(self, s: Suggest) -> Dict[str, Any]:
+        """Sample every active dimension, parents before children; returns {name: value}."""
+        values: Dict[str, Any] = {}
+        fixed = flatten(self.base)
+        for d in self.dims:
+            context = {**fixed, **values}
+            if d.active(context):
+                values[d.name] = d.sample(s)
+        return values
+
+    def materialize(self, params: Mapping[str, Any]) -> RunConfig:
+        """Fixed parts + sampled values -> a validated RunConfig (ConfigError if impossible)."""
+        data = json.loads(json.dumps(self.base))  # deep copy of plain data
+        for name, v in params.items():
+            set_path(data, name, v)
+        return parse_run_config(prune_attention(data), file=self.file)
+
+    @property
+    def directions(self) -> List[str]:
+        return [o.direction for o in self.objectives]
+
+    @property
+    def objective_names(self) -> List[str]:
+        return [o.name for o in self.objectives]
+
+    def fingerprint(self) -> str:
+        blob = json.dumps({"dims": [dataclasses.asdict(d) for d in self.dims],
+                           "objectives": [dataclasses.asdict(o) for o in self.objectives],
+                           "base": self.base}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------------------
+# helpers over dotted paths
+# --------------------------------------------------------------------------------------
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def set_path(d: Dict[str, Any], path: str, value: Any) -> None:
+    parts = path.split(".")
+    cur = d
+    for p in parts[:-1]:
+        nxt = cur.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            cur[p] = nxt
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def prune_attention(data: Dict[str, Any]) -> Dict[str, Any]:
+    """Keep only the chosen family's option block (others may carry fixed defaults)."""
+    att = data.get("attention")
+    if isinstance(att, dict):
+        kind = att.get("kind", "full")
+        data["attention"] = {k: v for k, v in att.items() if k == "kind" or k == kind}
+    return data
+
+
+# --------------------------------------------------------------------------------------
+# parsing
+# --------------------------------------------------------------------------------------
+
+_DIM_KEYS = {"type", "choices", "low", "high", "log", "step", "when"}
+
+
+def _is_dim_spec(v: Any) -> bool:
+    return isinstance(v, list) or (isinstance(v, Mapping) and ("type" in v or "choices" in v or "low" in v))
+
+
+def _collect_dims(node: Any, prefix: str, out: List[Tuple[str, Any]]) -> None:
+    if not isinstance(node, Mapping):
+        raise ConfigError("expected a dimension (a list of choices or a mapping with type/low/high)",
+                          key=f"space.{prefix}" if prefix else "space", value=node, has_value=True)
+    for k, v in node.items():
+        name = f"{prefix}.{k}" if prefix else str(k)
+        if _is_dim_spec(v):
+            out.append((name, v))
+        else:
+            _collect_dims(v, name, out)
+
+
+def _parse_dim(name: str, spec: Any) -> Dimension:
+    key = f"space.{name}"
+    if isinstance(spec, list):
+        spec = {"type": "categorical", "choices": spec}
+    spec = dict(spec)
+    unknown = [k for k in spec if k not in _DIM_KEYS]
+    if unknown:
+        raise ConfigError("unknown key in a dimension", key=f"{key}.{unknown[0]}", allowed=sorted(_DIM_KEYS))
+    typ = spec.get("type", "categorical" if "choices" in spec else None)
+    if typ is None:
+        low, high = spec.get("low"), spec.get("high")
+        typ = "int" if isinstance(low, int) and isinstance(high, int) and not isinstance(low, bool) else "float"
+    if typ not in DIM_TYPES:
+        raise ConfigError("unknown dimension type", key=f"{key}.type", value=typ, allowed=DIM_TYPES, has_value=True)
+    when = spec.get("when") or {}
+    if not isinstance(when, Mapping):
+        raise ConfigError("expected a mapping {dimension: [values]}", key=f"{key}.when", value=when, has_value=True)
+    when = {str(k): tuple(v) if isinstance(v, (list, tuple)) else (v,) for k, v in when.items()}
+    if typ == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise ConfigError("a categorical needs a non-empty list of choices", key=f"{key}.choices", value=choices, has_value=True)
+        if len(set(map(repr, choices))) != len(choices):
+            raise ConfigError("choices repeat", key=f"{key}.choices", value=choices, has_value=True)
+        for extra in ("low", "high", "log", "step"):
+            if extra in spec:
+                raise ConfigError(f"'{extra}' does not apply to a categorical", key=f"{key}.{extra}", allowed=["choices", "when"])
+        return Dimension(name, "categorical", choices=tuple(choices), when=when)
+    if "choices" in spec:
+        raise ConfigError(f"'choices' does not apply to type {typ}", key=f"{key}.choices", allowed=["low", "high", "log", "step", "when"])
+    low, high = spec.get("low"), spec.get("high")
+    for b, v in (("low", low), ("high", high)):
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if typ == "int":
+            ok = ok and float(v).is_integer()
+        if not ok:
+            raise ConfigError(f"expected {'an integer' if typ == 'int' else 'a number'}", key=f"{key}.{b}", value=v, has_value=True)
+    if low > high:
+        raise ConfigError(f"low must be <= high ({high})", key=f"{key}.low", value=low, has_value=True)
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise ConfigError("expected true or false", key=f"{key}.log", value=log, has_value=True)
+    if log and low <= 0:
+        raise ConfigError("a log-scale dimension needs low > 0", key=f"{key}.low", value=low, has_value=True)
+    step = spec.get("step")
+    if step is not None:
+        if not isinstance(step, (int, float)) or isinstance(step, bool) or step <= 0:
+            raise ConfigError("step must be a positive number", key=f"{key}.step", value=step, has_value=True)
+        if log:
+            raise ConfigError("step and log cannot be combined", key=f"{key}.step", value=step, has_value=True)
+    return Dimension(name, typ, low=low, high=high, log=log, step=step, when=when)
+
+
+def _parse_objectives(raw: Any) -> List[Objective]:
+    if raw is None:
+        return [Objective(n, d, a) for n, (d, a) in DEFAULT_OBJECTIVES.items()]
+    if not isinstance(raw, Mapping) or not raw:
+        raise ConfigError("expected a mapping {metric: max|min} or {metric: {direction, aggregate}}",
+                          key="objectives", value=raw, has_value=True)
+    out = []
+    for name, spec in raw.items():
+        key = f"objectives.{name}"
+        if name not in METRICS:
+            raise ConfigError("unknown objective", key=key, value=name, allowed=METRICS, has_value=True)
+        default_agg = DEFAULT_OBJECTIVES.get(name, ("", "max"))[1]
+        if isinstance(spec, str):
+            spec = {"direction": spec}
+        if not isinstance(spec, Mapping):
+            raise ConfigError("expected max|min or {direction, aggregate}", key=key, value=spec, has_value=True)
+        unknown = [k for k in spec if k not in ("direction", "aggregate")]
+        if unknown:
+            raise ConfigError("unknown key", key=f"{key}.{unknown[0]}", allowed=["direction", "aggregate"])
+        d = spec.get("direction")
+        if d not in DIRECTIONS:
+            raise ConfigError("unknown direction", key=f"{key}.direction", value=d, allowed=["max", "min"], has_value=True)
+        agg = spec.get("aggregate", default_agg)
+        if agg not in AGGREGATES:
+            raise ConfigError("unknown aggregate", key=f"{key}.aggregate", value=agg, allowed=AGGREGATES, has_value=True)
+        out.append(Objective(name, DIRECTIONS[d], agg))
+    return out
+
+
+_CONSTRAINT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*$")
+
+
+def _parse_constraints(raw: Any) -> List[Constraint]:
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list):
+        raise ConfigError('expected a list like ["latency_ms <= 50"]', key="constraints", value=raw, has_value=True)
+    out = []
+    for i, c in enumerate(raw):
+        key = f"constraints[{i}]"
+        m = _CONSTRAINT.match(c) if isinstance(c, str) else None
+        if not m:
+            raise ConfigError('expected "<metric> <= <number>" (or <, >=, >)', key=key, value=c, has_value=True)
+        metric, op, num = m.groups()
+        if metric not in METRICS:
+            raise ConfigError("unknown metric in constraint", key=key, value=metric, allowed=METRICS, has_value=True)
+        try:
+            bound = float(num)
+        except ValueError:
+            raise ConfigError("bound is not a number", key=key, value=num, has_value=True) from None
+        out.append(Constraint(metric, op, bound, f"{metric} {op} {num}"))
+    return out
+
+
+def load_space(path: Union[str, Path], overrides: Sequence[str] = ()) -> Space:
+    """Read and check a search-space file. Raises ConfigError naming file, key, value, allowed."""
+    from ..config import build_dataclass
+
+    file = str(path)
+    data = load_yaml(path, overrides)
+    try:
+        unknown = [k for k in data if k not in RUN_SECTIONS and k not in SPACE_SECTIONS]
+        if unknown:
+            raise ConfigError("unknown key", key=str(unknown[0]), allowed=[*SPACE_SECTIONS, *RUN_SECTIONS])
+        name = data.get("name") or Path(file).stem
+        if not isinstance(name, str):
+            raise ConfigError("expected a string", key="name", value=name, has_value=True)
+        base = {k: data[k] for k in RUN_SECTIONS if k in data}
+        raw_dims: List[Tuple[str, Any]] = []
+        if data.get("space") is not None:
+            _collect_dims(data["space"], "", raw_dims)
+        dims = [_parse_dim(n, s) for n, s in raw_dims]
+        search = build_dataclass(SearchSettings, data.get("search"), "search")
+        search.study_name = search.study_name or name
+        search.experiment = search.experiment or name
+        if search.sampler not in SAMPLERS:
+            raise ConfigError("unknown sampler", key="search.sampler", value=search.sampler, allowed=SAMPLERS, has_value=True)
+        if search.backend not in BACKENDS:
+            raise ConfigError("unknown backend", key="search.backend", value=search.backend, allowed=BACKENDS, has_value=True)
+        if search.n_trials < 1:
+            raise ConfigError("must be >= 1", key="search.n_trials", value=search.n_trials, has_value=True)
+        export = data.get("export") or {}
+        if not isinstance(export, Mapping):
+            raise ConfigError("expected a mapping of run-config overrides", key="export", value=export, has_value=True)
+        space = Space(file=file, name=name, base=base, dims=dims, objectives=_parse_objectives(data.get("objectives")),
+                      constraints=_parse_constraints(data.get("constraints")), search=search,
+                      export_overrides=dict(export))
+        _check_dims(space)
+        _check_combinations(space)
+    except ConfigError as e:
+        raise e.with_file(file)
+    return space
+
+
+def _check_dims(space: Space) -> None:
+    from ..attention import list_attentions
+
+    names = {d.name for d in space.dims}
+    fixed = flatten(space.base)
+    families = set(list_attentions())
+    ordered: List[Dimension] = []
+    for d in space.dims:
+        section = d.name.split(".")[0]
+        if section not in RUN_SECTIONS or section in ("tasks", "data_dir"):
+            raise ConfigError("dimensions must name a config path under model., attention., train. or deploy.",
+                              key=f"space.{d.name}", allowed=["model.*", "attention.*", "train.*", "deploy.*"])
+        parts = d.name.split(".")
+        if section == "attention" and len(parts) >= 3:
+            fam = parts[1]
+            if fam not in families:
+                raise ConfigError("unknown attention family", key=f"space.{d.name}", value=fam,
+                                  allowed=sorted(families), has_value=True)
+            d.when.setdefault("attention.kind", (fam,))
+        if d.name == "attention.kind":
+            bad = [c for c in d.choices if c not in families] if d.type == "categorical" else ["<not categorical>"]
+            if bad:
+                raise ConfigError("unknown attention type", key="space.attention.kind", value=bad[0],
+                                  allowed=sorted(families), has_value=True)
+        for parent in d.when:
+            if parent not in names and parent not in fixed and parent != "attention.kind":
+                raise ConfigError("condition refers to an unknown dimension", key=f"space.{d.name}.when",
+                                  value=parent, allowed=sorted(names), has_value=True)
+        ordered.append(d)
+    # parents before children: stable topological order
+    done: List[Dimension] = []
+    pending = list(ordered)
+    while pending:
+        progressed = False
+        for d in list(pending):
+            if all(p not in names or any(x.name == p for x in done) for p in d.when):
+                done.append(d)
+                pending.remove(d)
+                progressed = True
+        if not progressed:
+            raise ConfigError("conditions form a cycle", key=f"space.{pending[0].name}.when")
+    space.dims[:] = done
+
+
+def _candidate(space: Space, forced: Mapping[str, Any]) -> Dict[str, Any]:
+    """A candidate: forced values where given, else each active dimension's first value."""
+    fixed = flatten(space.base)
+    params: Dict[str, Any] = {}
+    for d in space.dims:
+        if d.active({**fixed, **params}):
+            params[d.name] = forced[d.name] if d.name in forced else d.values_for_check()[0]
+    return params
+
+
+def _check_combinations(space: Space) -> None:
+    """Impossible combinations, before anything is trained.
+
+    Every value of every dimension (each end of a range) is tried with the other dimensions
+    at their first values (its parents set so that it is active), and every width x heads
+    pair when both are categorical; a value that can never give a valid model is an error
+    naming that dimension, its value, and the underlying rule.
+    """
+    dims = {d.name: d for d in space.dims}
+
+    def attempt(forced: Dict[str, Any], blame: str, value: Any) -> None:
+        params = _candidate(space, forced)
+        if blame not in params:
+            return  # not active under the fixed parts: nothing to check
+        try:
+            space.materialize(params)
+        except ConfigError as e:
+            detail = f"{e.key}: {e.problem}" + (f"; allowed: {e.allowed}" if e.allowed is not None else "")
+            raise ConfigError(f"impossible combination ({detail})", key=f"space.{blame}", value=value,
+                              has_value=True) from None
+
+    if not space.dims:
+        space.materialize({})
+    for d in space.dims:
+        parents = {k: allowed[0] for k, allowed in d.when.items() if k in dims}
+        for v in d.values_for_check():
+            attempt({**parents, d.name: v}, d.name, v)
+    w, h = dims.get("model.width"), dims.get("model.heads")
+    if w and h and w.type == "categorical" and h.type == "categorical":
+        for wv, hv in itertools.product(w.choices, h.choices):
+            attempt({"model.width": wv, "model.heads": hv}, "model.heads", hv)

@@ -1,0 +1,59 @@
+"""The LightningModule that trains an AutoEffModel on one or several tasks."""
+from __future__ import annotations
+
+import math
+from typing import Dict
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from ..config import TrainConfig
+from ..model import AutoEffModel
+
+
+class AutoEffLightning(pl.LightningModule):
+    """Cross-entropy on each batch's task; AdamW with linear warm-up and cosine decay."""
+
+    def __init__(self, model: AutoEffModel, train_cfg: TrainConfig, task_weights: Dict[str, float] | None = None):
+        super().__init__()
+        self.model = model
+        self.cfg = train_cfg
+        self.task_weights = task_weights or {}
+        self.last_loss = float("nan")
+        self.steps_per_task: Dict[str, int] = {name: 0 for name in model.task_names}
+
+    def forward(self, x, mask, task=None):
+        return self.model(x, mask, task)
+
+    def training_step(self, batch, batch_idx):
+        task = batch["task"]
+        logits = self.model(batch["x"], batch["mask"], task)  # (B, C)
+        loss = F.cross_entropy(logits, batch["y"])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss at step {self.global_step} (task {task})")
+        self.last_loss = float(loss.detach())
+        self.steps_per_task[task] = self.steps_per_task.get(task, 0) + 1
+        return loss
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.dim() < 2 or "norm" in name or name.endswith(".pos") or name.endswith(".cls") else decay).append(p)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.cfg.lr,
+        )
+        total = max(1, self.cfg.max_steps)
+        warm = min(self.cfg.warmup_steps, total - 1)
+
+        def schedule(step: int) -> float:
+            if step < warm:
+                return (step + 1) / max(1, warm)
+            progress = (step - warm) / max(1, total - warm)
+            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
