@@ -31,7 +31,8 @@ def choose(space: Space, records: Sequence[TrialRecord], *, trial: Optional[int]
         _, metric, conds = parse_rule(rule)
     except ValueError as e:
         raise ConfigError(str(e), key="--rule", value=rule, has_value=True) from None
-    pool = [r for r in records if r.feasible and r.config]
+    # front points first, so that a tie on the rule's metric goes to the one that is not dominated
+    pool = sorted((r for r in records if r.feasible and r.config), key=lambda r: (not r.pareto, r.number))
     known = sorted({k for r in pool for k in r.metrics})
     for name in [metric, *[c[0] for c in conds]]:
         if pool and name not in known:

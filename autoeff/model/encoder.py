@@ -46,7 +46,8 @@ class Encoder(nn.Module):
                   width, hidden, dropout)
             for i in range(depth)
         )
-        self.shared = nn.ModuleDict(shared)  # parameters shared across layers (e.g. Linformer E/F)
+        # parameters shared across layers (e.g. Linformer E/F), registered once here
+        self.shared = nn.ModuleDict({k.replace(".", "_"): v for k, v in shared.items()})
         self.norm = nn.LayerNorm(width)
         self.max_len = max_len
 

@@ -1,8 +1,10 @@
-"""Search: the space file, the backend-independent trial, Pareto logic, and backends."""
-from .objective import TrialRecord, run_trial
+"""Search: the space file, the backend-independent trial, Pareto logic, and backends.
+
+Submodules: ``space`` (YAML -> dimensions), ``objective`` (one trial), ``pareto`` (fronts,
+hypervolume, selection rules), ``runner`` (what backends share), ``backends``. Import them
+directly; this package keeps its own import light so that checking a space file stays fast.
+"""
 from .pareto import hypervolume, pareto_front, pareto_mask, select
-from .runner import Progress, SearchCallback, SearchResult
 from .space import Space, load_space
 
-__all__ = ["Space", "load_space", "TrialRecord", "run_trial", "pareto_front", "pareto_mask", "hypervolume",
-           "select", "SearchCallback", "SearchResult", "Progress"]
+__all__ = ["Space", "load_space", "pareto_front", "pareto_mask", "hypervolume", "select"]

@@ -452,8 +452,7 @@ def _check_combinations(space: Space) -> None:
             raise ConfigError(f"impossible combination ({detail})", key=f"space.{blame}", value=value,
                               has_value=True) from None
 
-    if not space.dims:
-        space.materialize({})
+    space.materialize(_candidate(space, {}))  # the fixed parts (and first values) alone: errors as they are
     for d in space.dims:
         parents = {k: allowed[0] for k, allowed in d.when.items() if k in dims}
         for v in d.values_for_check():

@@ -1,0 +1,129 @@
+"""The real CLI on the smoke space: search -> MLflow store -> pareto -> export -> train -> reload."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import autoeff
+
+pytestmark = pytest.mark.slow
+
+
+def run(cmd, cwd, timeout=600):
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"{cmd}\nSTDOUT:\n{r.stdout}\nSTDERR:\n{r.stderr[-4000:]}"
+    return r
+
+
+def test_search_mlflow_export_train_roundtrip(tmp_path, repo, autoeff_cmd):
+    space = str(repo / "search_spaces" / "smoke.yaml")
+    r = run(autoeff_cmd + ["search", "--space", space], tmp_path)
+    assert "Pareto front" in r.stdout and "trial" in r.stderr  # progress lines on stderr
+
+    from autoeff.tracking import read_search
+
+    store = read_search(f"sqlite:///{tmp_path / 'mlflow.db'}", "smoke")
+    client = store["client"]
+    assert len(store["parents"]) == 1
+    parent = store["parents"][0]
+    assert parent.info.status == "FINISHED"
+    trials = store["trials"]
+    numbers = sorted(int(t.data.tags["autoeff.trial"]) for t in trials)
+    assert len(trials) == 4 and len(set(numbers)) == 4
+    for t in trials:
+        assert t.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert t.data.tags["status"] == "complete" and t.info.status == "FINISHED"
+        p = t.data.params
+        assert {"attention.kind", "model.depth", "model.width", "model.heads"} <= set(p)
+        assert ("attention.linformer.rank" in p) == (p["attention.kind"] == "linformer")
+        for m in ("accuracy", "latency_ms", "peak_memory_mb", "params", "test_accuracy"):
+            assert m in t.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"pareto_front.csv", "pareto_front.png", "pareto_front.json", "trials.csv"} <= artifacts
+    front_ids = parent.data.tags["front_trials"].split(",")
+    assert front_ids and parent.data.metrics["front_size"] == len(front_ids)
+    tagged = {t.data.tags["autoeff.trial"] for t in trials if t.data.tags.get("pareto") == "true"}
+    assert tagged == set(front_ids)
+    front_json = json.loads(Path(client.download_artifacts(parent.info.run_id, "pareto_front.json", str(tmp_path))).read_text())
+    assert {str(row["trial"]) for row in front_json} == set(front_ids)
+
+    r = run(autoeff_cmd + ["pareto", "--space", space, "--format", "json"], tmp_path)
+    assert {str(row["trial"]) for row in json.loads(r.stdout)} == set(front_ids)
+
+    out = tmp_path / "chosen.yaml"
+    run(autoeff_cmd + ["export", "--space", space, "--rule", "highest accuracy with latency_ms <= 1000", "-o", str(out)], tmp_path)
+    doc = yaml.safe_load(out.read_text())
+    assert str(doc["autoeff"]["exported_from"]["trial"]) in front_ids
+    assert doc["train"]["max_steps"] == 50  # the space's export budget
+    run(autoeff_cmd + ["train", "--config", str(out), "--out", str(tmp_path / "run"), "train.max_steps=5"], tmp_path)
+    cfg = autoeff.load_config(out)
+    model = autoeff.build_model(cfg)
+    blob = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    model.load_state_dict(blob["state_dict"])
+    assert 0.0 <= blob["metrics"]["accuracy"] <= 1.0
+
+
+def _states(db):
+    if not db.exists():
+        return []
+    try:
+        con = sqlite3.connect(db, timeout=1)
+        rows = con.execute("select state from trials").fetchall()
+        con.close()
+        return [r[0] for r in rows]
+    except sqlite3.Error:
+        return []
+
+
+def test_killed_search_resumes_without_loss_or_duplicates(tmp_path, repo, autoeff_cmd):
+    space = str(repo / "search_spaces" / "smoke.yaml")
+    args = autoeff_cmd + ["search", "--space", space, "search.n_trials=4", "train.max_steps=60", "search.sampler=random"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = tmp_path / "autoeff.db"
+    deadline = time.time() + 300
+    killed = False
+    while time.time() < deadline and proc.poll() is None:
+        st = _states(db)
+        if st.count("COMPLETE") >= 1 and st and st[-1] == "RUNNING":
+            time.sleep(1.0)  # well inside the running trial
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            killed = True
+            break
+        time.sleep(0.2)
+    assert killed, "the search finished or stalled before it could be killed"
+
+    run(args, tmp_path)
+
+    import optuna
+
+    study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{db}")
+    recs = {t.number: t for t in study.trials}
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"
+                and t.user_attrs["autoeff.record"]["status"] != "duplicate"]
+    interrupted = [t for t in study.trials if t.system_attrs.get("autoeff.interrupted")]
+    assert len(complete) == 4
+    assert len(interrupted) == 1 and interrupted[0].state.name == "FAIL"
+    retry = [t for t in complete if t.user_attrs.get("autoeff.retry_of") == interrupted[0].number]
+    assert len(retry) == 1 and retry[0].params == interrupted[0].params
+    assert len(recs) == len(set(recs))
+
+    from autoeff.tracking import read_search
+
+    store = read_search(f"sqlite:///{tmp_path / 'mlflow.db'}", "smoke")
+    assert len(store["parents"]) == 1 and store["parents"][0].info.status == "FINISHED"
+    by_num = {}
+    for t in store["trials"]:
+        by_num.setdefault(int(t.data.tags["autoeff.trial"]), []).append(t)
+    assert all(len(v) == 1 for v in by_num.values())  # one run per trial, never two
+    assert sorted(n for n, v in by_num.items() if v[0].info.status == "FINISHED") == sorted(t.number for t in complete)
+    run_int = by_num[interrupted[0].number][0]
+    assert run_int.info.status == "KILLED" and run_int.data.tags["status"] == "interrupted"

@@ -1,0 +1,169 @@
+"""The space file: parsing, conditional dimensions, and clean errors for malformed files."""
+import copy
+import random
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from autoeff.errors import ConfigError
+from autoeff.search.space import load_space
+
+BASE = {
+    "name": "t",
+    "tasks": [{"kind": "listops", "seq_len": 64, "min_len": 8, "n_train": 10, "n_val": 5, "n_test": 5}],
+    "space": {
+        "model": {"depth": {"type": "int", "low": 1, "high": 3}, "width": [32, 64], "heads": [2, 4]},
+        "attention.kind": ["full", "linformer"],
+        "attention.linformer.rank": {"type": "int", "low": 8, "high": 32, "log": True},
+        "train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+    },
+    "constraints": ["latency_ms <= 50"],
+    "search": {"n_trials": 3},
+}
+
+
+def write(tmp_path, doc, name="space.yaml"):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(doc, sort_keys=False) if not isinstance(doc, str) else doc)
+    return p
+
+
+class RandomSuggest:
+    def __init__(self, seed):
+        self.r = random.Random(seed)
+
+    def categorical(self, name, choices):
+        return self.r.choice(choices)
+
+    def int(self, name, low, high, *, log, step):
+        return self.r.randint(low, high)
+
+    def float(self, name, low, high, *, log, step):
+        return self.r.uniform(low, high)
+
+
+def test_parses_dims_objectives_and_conditions(tmp_path):
+    s = load_space(write(tmp_path, BASE))
+    names = [d.name for d in s.dims]
+    assert names[:4] == ["model.depth", "model.width", "model.heads", "attention.kind"]
+    rank = next(d for d in s.dims if d.name == "attention.linformer.rank")
+    assert rank.when == {"attention.kind": ("linformer",)} and rank.log
+    assert [o.name for o in s.objectives] == ["accuracy", "latency_ms", "peak_memory_mb"]
+    assert s.directions == ["maximize", "minimize", "minimize"]
+    assert s.constraints[0].violation({"latency_ms": 60}) == pytest.approx(10)
+    assert s.constraints[0].violation({"latency_ms": 40}) < 0
+
+
+def test_conditional_dimension_only_under_its_parent(tmp_path):
+    s = load_space(write(tmp_path, BASE))
+    seen = set()
+    for seed in range(40):
+        p = s.sample(RandomSuggest(seed))
+        seen.add(p["attention.kind"])
+        assert ("attention.linformer.rank" in p) == (p["attention.kind"] == "linformer")
+        cfg = s.materialize(p)
+        assert cfg.attention.kind == p["attention.kind"]
+        if cfg.attention.kind == "linformer":
+            assert cfg.attention.options_for().rank == p["attention.linformer.rank"]
+        assert cfg.train.lr == pytest.approx(p["train.lr"])
+    assert seen == {"full", "linformer"}
+
+
+def test_explicit_when_and_overrides(tmp_path):
+    doc = copy.deepcopy(BASE)
+    doc["space"]["model"]["ffn_mult"] = {"type": "float", "low": 1.0, "high": 4.0, "when": {"model.depth": [1]}}
+    s = load_space(write(tmp_path, doc), ["search.n_trials=8", "train.max_steps=7"])
+    assert s.search.n_trials == 8
+    assert s.materialize(s.sample(RandomSuggest(0))).train.max_steps == 7
+    d = next(d for d in s.dims if d.name == "model.ffn_mult")
+    for seed in range(20):
+        p = s.sample(RandomSuggest(seed))
+        assert ("model.ffn_mult" in p) == (p["model.depth"] == 1)
+
+
+def _mutations():
+    """(description, mutate(doc) or raw text, expected words in the message)."""
+
+    def m(fn):
+        def apply(d):
+            d = copy.deepcopy(d)
+            fn(d)
+            return d
+
+        return apply
+
+    return [
+        ("unknown top-level key", m(lambda d: d.update(serach={})), ["serach", "allowed"]),
+        ("unknown attention", m(lambda d: d["space"].update({"attention.kind": ["full", "linfomer"]})), ["attention.kind", "linfomer", "linformer"]),
+        ("unknown family block", m(lambda d: d["space"].update({"attention.bogus.x": [1, 2]})), ["bogus"]),
+        ("wrong type in fixed part", m(lambda d: d.update(train={"max_steps": "many"})), ["train.max_steps", "many"]),
+        ("unknown train key", m(lambda d: d.update(train={"max_stepz": 3})), ["train.max_stepz", "max_steps"]),
+        ("heads not dividing width", m(lambda d: d["space"]["model"].update(heads=[3, 4])), ["model.heads", "3"]),
+        ("low above high", m(lambda d: d["space"]["model"].update(depth={"type": "int", "low": 4, "high": 2})), ["model.depth.low", "4"]),
+        ("log with non-positive low", m(lambda d: d["space"].update({"train.lr": {"type": "float", "low": 0.0, "high": 1.0, "log": True}})), ["train.lr", "log"]),
+        ("bad dim type", m(lambda d: d["space"]["model"].update(depth={"type": "integer", "low": 1, "high": 2})), ["integer", "categorical"]),
+        ("rank longer than sequence", m(lambda d: d["space"].update({"attention.linformer.rank": {"type": "int", "low": 8, "high": 512}})), ["attention.linformer.rank", "512"]),
+        ("unknown objective", m(lambda d: d.update(objectives={"acuracy": "max"})), ["acuracy", "accuracy"]),
+        ("bad direction", m(lambda d: d.update(objectives={"accuracy": "up"})), ["direction", "up"]),
+        ("bad constraint", m(lambda d: d.update(constraints=["latency_ms about 5"])), ["constraints[0]", "latency_ms about 5"]),
+        ("unknown sampler", m(lambda d: d.update(search={"sampler": "cmaes"})), ["search.sampler", "cmaes", "tpe"]),
+        ("unknown task", m(lambda d: d.update(tasks=[{"kind": "lisops"}])), ["lisops", "listops"]),
+        ("bad task option", m(lambda d: d.update(tasks=[{"kind": "listops", "seq_len": -4}])), ["seq_len", "-4"]),
+        ("empty categorical", m(lambda d: d["space"]["model"].update(width=[])), ["model.width"]),
+        ("dimension outside the config", m(lambda d: d["space"].update({"tasks.seq_len": [1, 2]})), ["tasks.seq_len"]),
+        ("condition on unknown dim", m(lambda d: d["space"]["model"].update(ffn_mult={"type": "float", "low": 1, "high": 2, "when": {"model.deep": [1]}})), ["model.deep"]),
+        ("not YAML", "name: [unclosed\n  - : :\n", ["YAML"]),
+        ("not a mapping", "- just\n- a list\n", ["mapping"]),
+    ]
+
+
+@pytest.mark.parametrize("desc,mutate,words", _mutations(), ids=[m[0] for m in _mutations()])
+def test_malformed_space_gives_one_clean_error(tmp_path, desc, mutate, words):
+    doc = mutate if isinstance(mutate, str) else mutate(BASE)
+    path = write(tmp_path, doc)
+    with pytest.raises(ConfigError) as ei:
+        load_space(path)
+    msg = str(ei.value)
+    assert str(path) in msg, msg
+    for w in words:
+        assert w in msg, (w, msg)
+
+
+def test_longformer_window_longer_than_sequence_rejected(tmp_path):
+    from autoeff.attention import list_attentions
+
+    if "longformer" not in list_attentions():
+        pytest.skip("longformer not registered")
+    doc = copy.deepcopy(BASE)
+    doc["space"]["attention.kind"] = ["full", "longformer"]
+    del doc["space"]["attention.linformer.rank"]
+    doc["space"]["attention.longformer.window"] = [16, 1024]
+    with pytest.raises(ConfigError) as ei:
+        load_space(write(tmp_path, doc))
+    assert "attention.longformer.window" in str(ei.value) and "1024" in str(ei.value)
+
+
+def test_cli_exit_2_without_traceback(tmp_path, autoeff_cmd):
+    doc = copy.deepcopy(BASE)
+    doc["space"]["attention.kind"] = ["full", "linfomer"]
+    path = write(tmp_path, doc)
+    for cmd in (["validate", "--space", str(path)], ["search", "--space", str(path)],
+                ["search", "--space", str(tmp_path / "missing.yaml")],
+                ["search", "--space", str(write(tmp_path, BASE, "ok.yaml")), "search.n_trials=zero"]):
+        r = subprocess.run(autoeff_cmd + cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        assert r.returncode == 2, (cmd, r.stdout, r.stderr)
+        assert "Traceback" not in r.stderr
+        lines = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("autoeff: error:")]
+        assert len(lines) == 1, r.stderr
+
+
+def test_every_shipped_space_parses_and_samples(repo):
+    files = sorted((repo / "search_spaces").glob("*.yaml"))
+    assert any(f.name == "longseq.yaml" for f in files) and any(f.name == "smoke.yaml" for f in files)
+    for f in files:
+        s = load_space(f)
+        for seed in range(10):
+            cfg = s.materialize(s.sample(RandomSuggest(seed)))
+            assert cfg.model.width % cfg.model.heads == 0
