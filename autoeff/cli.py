@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("overrides", nargs="*")
     s.add_argument("--all", action="store_true", help="every trial, not only the front")
     s.add_argument("--format", choices=("text", "markdown", "csv", "json"), default="text")
+    s.add_argument("--plot", metavar="PNG", help="also write the front plot (accuracy vs each cost) to this file")
 
     s = sub.add_parser("export", help="write one point as a training config")
     s.add_argument("--space", required=True)
@@ -87,7 +88,18 @@ def _cmd_pareto(a) -> int:
 
     space = load_space(a.space, a.overrides)
     recs = load_records(space)
-    rows = recs if a.all else [r for r in front_of(space, recs)]
+    front = front_of(space, recs)
+    rows = recs if a.all else front
+    if a.plot:
+        import matplotlib.pyplot as plt
+
+        from .tracking.plots import front_figure
+
+        fig = front_figure(space, recs, front)
+        Path(a.plot).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(a.plot, dpi=120)
+        plt.close(fig)
+        print(f"plot: {a.plot}", file=sys.stderr)
     if a.format == "csv":
         print(to_csv(front_rows(space, rows)), end="")
     elif a.format == "json":

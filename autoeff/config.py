@@ -105,6 +105,7 @@ class TrainConfig:
     val_batches: int = 0  # 0 = the whole validation split
     threads: int = 0  # 0 = torch's default
     max_time_s: float = 0.0  # 0 = no wall-clock cap
+    accelerator: str = field(default="cpu", metadata={"choices": ("cpu", "gpu", "auto")})
 
 
 @dataclass

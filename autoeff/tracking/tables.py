@@ -61,6 +61,8 @@ def to_csv(rows: Sequence[Dict[str, Any]]) -> str:
 
 
 def _fmt(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer() and abs(v) >= 1000:
+        return f"{int(v):,}"
     if isinstance(v, float):
         return f"{v:.4g}"
     return "" if v is None else str(v)

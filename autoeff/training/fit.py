@@ -25,6 +25,7 @@ for _name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*GPU available but not used.*")
 warnings.filterwarnings("ignore", ".*is an invalid version and will not be supported.*")
+warnings.filterwarnings("ignore", ".*LeafSpec.*")
 
 
 @dataclass
@@ -47,7 +48,7 @@ class _Progress(pl.Callback):
 
 
 def fit(model: AutoEffModel, tasks: Sequence[TaskData], cfg: TrainConfig, *,
-        progress: Optional[ProgressFn] = None, accelerator: str = "cpu") -> FitResult:
+        progress: Optional[ProgressFn] = None, accelerator: Optional[str] = None) -> FitResult:
     """Train ``model`` in place on ``tasks`` for ``cfg.max_steps`` steps (or ``cfg.max_time_s``)."""
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -59,7 +60,7 @@ def fit(model: AutoEffModel, tasks: Sequence[TaskData], cfg: TrainConfig, *,
     module = AutoEffLightning(model, cfg)
     callbacks = [_Progress(progress, cfg.max_steps, max(1, cfg.max_steps // 10))] if progress else []
     trainer = pl.Trainer(
-        accelerator=accelerator,
+        accelerator=accelerator or cfg.accelerator,
         devices=1,
         max_steps=cfg.max_steps,
         max_epochs=-1,
