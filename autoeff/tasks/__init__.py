@@ -76,3 +76,13 @@ def load_task(task_cfg, data_dir: str = "") -> TaskData:
 
 # one import line per task -----------------------------------------------------------
 from . import listops  # noqa: E402,F401
+from . import text  # noqa: E402,F401
+from . import text_table  # noqa: E402,F401
+from . import image_folder  # noqa: E402,F401
+from . import audio_folder  # noqa: E402,F401
+from . import arrays  # noqa: E402,F401
+from . import hf_dataset  # noqa: E402,F401
+from . import image  # noqa: E402,F401
+from . import pathfinder  # noqa: E402,F401
+from . import speech  # noqa: E402,F401
+from . import retrieval  # noqa: E402,F401
