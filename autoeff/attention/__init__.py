@@ -45,3 +45,7 @@ def list_attentions() -> List[str]:
 # one import line per family ---------------------------------------------------------
 from . import full  # noqa: E402,F401
 from . import linformer  # noqa: E402,F401
+from . import linear  # noqa: E402,F401
+from . import longformer  # noqa: E402,F401
+from . import synthesizer  # noqa: E402,F401
+from . import reformer  # noqa: E402,F401

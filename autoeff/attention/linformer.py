@@ -4,6 +4,12 @@ Keys and values are projected along the length axis from N to rank k with learne
 E, F (k x N), so attention costs O(N k). The projections have a fixed input length, so the
 family needs a fixed maximum length: shorter inputs are padded to ``max_len`` and padded keys
 and values are zeroed before projection, so padding never changes real outputs.
+
+Implementation note (exact, not an approximation): the length projection commutes with the
+key/value projection, ``E (X W_k^T + 1 b_k^T) = (E X) W_k^T + (E 1) b_k^T``, so keys and values
+are never computed for all N tokens: the layer projects the input along the length axis first
+(one k x N by N x D product per projection) and applies W_k, W_v to k rows only. Only the
+queries are N x D. Zeroing padded keys/values equals zeroing the padded columns of E and F.
 """
 from __future__ import annotations
 
@@ -60,17 +66,29 @@ class LinformerAttention(AttentionBase):
         b, n, d = x.shape  # (B, N, D)
         if n > self.max_len:
             raise ValueError(f"linformer built for length {self.max_len}, got {n}")
-        q, k, v = self.qkv(x).chunk(3, dim=-1)  # 3 x (B, N, D)
-        if mask is not None:
-            keep = mask[..., None].to(k.dtype)  # (B, N, 1)
-            k = k * keep
-            v = v * keep
+        w, bias = self.qkv.weight, self.qkv.bias  # (3D, D), (3D,): rows are [W_q; W_k; W_v]
         e = self.proj_k[:, :n]  # (k, N): the first N columns == zero-padding to max_len
-        f = self.proj_v[:, :n]
-        k = torch.matmul(e, k)  # (B, k, D)
-        v = torch.matmul(f, v)  # (B, k, D)
-        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # (B, H, *, Dh)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)  # (B, H, N, Dh)
+        f = self.proj_v[:, :n]  # (k, N)
+        if mask is not None:
+            keep = mask[:, None, :].to(e.dtype)  # (B, 1, N)
+            e = e * keep  # (B, k, N): padded keys contribute nothing
+            f = e if self.opts.share_kv else f * keep  # (B, k, N)
+        ex = torch.bmm(e.expand(b, -1, -1), x)  # (B, k, D)  E X (bmm: no transposed copy of x)
+        e1 = e.sum(-1, keepdim=True)  # (k, 1) or (B, k, 1)  E 1 (carries the bias)
+        if self.opts.share_kv:
+            kv = torch.addcmul(F.linear(ex, w[d:]), e1, bias[d:])  # (B, k, 2D) = E (X W^T + b)
+            k, v = kv.chunk(2, dim=-1)  # 2 x (B, k, D)
+        else:
+            fx = torch.bmm(f.expand(b, -1, -1), x)  # (B, k, D)  F X
+            f1 = f.sum(-1, keepdim=True)  # (k, 1) or (B, k, 1)
+            k = torch.addcmul(F.linear(ex, w[d:2 * d]), e1, bias[d:2 * d])  # (B, k, D)
+            v = torch.addcmul(F.linear(fx, w[2 * d:]), f1, bias[2 * d:])  # (B, k, D)
+        q = F.linear(x, w[:d], bias[:d])  # (B, N, D): only the queries are full length
+        y = F.scaled_dot_product_attention(
+            self.split_heads(q), self.split_heads(k), self.split_heads(v),
+            dropout_p=self.dropout if self.training else 0.0,
+        )  # (B, H, N, Dh)
+        del q
         return self.out(self.merge_heads(y))  # (B, N, D)
 
     @classmethod

@@ -1,0 +1,248 @@
+"""Linear (kernelized) attention: softmax(QK^T) replaced by a feature map, phi(Q) phi(K)^T.
+
+Two feature maps:
+
+* ``elu``: phi(x) = elu(x) + 1 (Katharopoulos et al. 2020, "Transformers are RNNs: Fast
+  Autoregressive Transformers with Linear Attention"). A kernel of its own, not an
+  approximation of softmax.
+* ``favor``: FAVOR+ positive orthogonal random features (Choromanski et al. 2020, "Rethinking
+  Attention with Performers"): phi(x) = exp(w_i . x' - |x'|^2 / 2) for ``features`` random
+  directions w_i, x' = x / Dh^(1/4). Its expectation is the softmax kernel exp(q . k / sqrt(Dh)),
+  so the layer approximates full attention and the error shrinks as ``features`` grows.
+
+Per head, with phi_q, phi_k of width F (Dh for elu, ``features`` for favor)::
+
+    y_i = phi(q_i)^T S / phi(q_i)^T z,    S = sum_j phi(k_j) v_j^T  (F x Dh),   z = sum_j phi(k_j)
+
+so no N x N tensor exists and time and memory are linear in N. Padded keys get phi(k_j) = 0,
+so they contribute nothing to S or z: padding never changes the outputs at real positions.
+
+How it is computed (what makes it fast and small on a CPU): each batch element is processed in
+chunks of consecutive tokens, in two passes (keys and values into the per-head state, then
+the queries against it), so every operand is a contiguous 2-D slab (no head transposes are
+copied, bias adds are fused into the GEMMs) and the temporaries stay about
+``CHUNK_ELEMENTS`` floats whatever N is; only the (B, N, D) output grows with N. For the elu
+map (F = Dh, so H F = D) both value and output projections are folded into the state: values
+are never computed per token (``P_h = sum_j phi_h(k_j) x_j^T``, ``S_h = P_h W_v,h^T + z_h
+b_v,h^T``), and ``sum_h (phi_q,h / den_h) S_h W_o,h^T + b_o = [phi_q,h / den_h]_h @ M + b_o``
+with ``M = [S_h W_o,h^T]_h`` (D x D), so the read-out is a single N x D by D x D product, the
+cost of one linear layer: 4 such products in all, against full attention's 4 projections plus
+its 4 B H N^2 Dh attention FLOPs. The FAVOR+
+stabilizers (a per-query max, and a running per-(batch, head) max over real keys, rescaling
+the state as it grows) cancel exactly between numerator and denominator.
+
+Random-feature redraw policy (favor): the directions are drawn once when the layer is built,
+from torch's global generator (so a seed fixes them), and kept in a buffer that is saved with
+the model, so evaluation and export use exactly the features the model was trained with.
+With ``redraw_interval`` = n > 0 they are redrawn every n forward passes in training mode
+(Performer's periodic redraw); never in eval mode. The default, 0, never redraws.
+
+Attention dropout does not apply (there are no attention weights to drop); the encoder's
+residual dropout still applies. Causal use is not supported (autoeff's encoders do not need it).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import List, Optional
+
+import torch
+from torch import nn
+
+from . import register_attention
+from .base import AttentionBase
+
+FEATURE_MAPS = ("elu", "favor")
+
+#: floats in one chunk's feature tensor (c tokens x H heads x F features): 512K = 2 MB in fp32
+CHUNK_ELEMENTS = 1 << 19
+
+
+@dataclass
+class LinearOptions:
+    feature_map: str = "elu"  # elu (elu+1, Katharopoulos 2020) | favor (Performer FAVOR+)
+    features: int = 256  # favor: random features per head (m); unused by elu
+    redraw_interval: int = 0  # favor: redraw the features every n training passes; 0 = never
+
+
+def orthogonal_gaussian(m: int, d: int, *, dtype=torch.float32) -> torch.Tensor:
+    """(m, d) block-orthogonal Gaussian directions (Choromanski et al. 2020, section 2.4).
+
+    Rows come in blocks of d exactly orthogonal directions (QR of a Gaussian matrix), each row
+    rescaled by the norm of an independent d-dimensional Gaussian vector, so that every row is
+    marginally N(0, I_d) while rows within a block stay orthogonal.
+    """
+    blocks = []
+    for _ in range(math.ceil(m / d)):
+        q, r = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))
+        q = q * torch.sign(torch.diagonal(r))  # sign fix: makes q Haar-distributed (Mezzadri 2007)
+        blocks.append(q.T)  # rows orthonormal, isotropic
+    w = torch.cat(blocks, 0)[:m]  # (m, d)
+    norms = torch.randn(m, d, dtype=torch.float64).norm(dim=1, keepdim=True)  # chi(d)
+    return (w * norms).to(dtype)
+
+
+def favor_exponent(x: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+    """FAVOR+ exponents w_i . x' - |x'|^2 / 2 with x' = x / Dh^(1/4) (Choromanski et al. 2020).
+
+    x (c, H, Dh) contiguous, omega (m, Dh) -> (c, H, m). phi(x) = exp(exponent - const) for any
+    constant that cancels in the attention's ratio (see the stabilizers in ``forward``).
+    """
+    s = x.shape[-1] ** -0.25
+    dash = torch.matmul(x, omega.t() * s)  # (c, H, m)  w . x'
+    half_sq = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square().mul_(0.5 * s * s)  # (c, H, 1)
+    return dash.sub_(half_sq)  # (c, H, m)
+
+
+class EluPlusOne(torch.autograd.Function):
+    """phi(x) = elu(x) + 1 = exp(min(x, 0)) + max(x, 0), the map of Katharopoulos et al. 2020.
+
+    Same values as ``F.elu(x) + 1``, but about 25% faster on CPU (torch's elu kernel is slow
+    there), and it saves only its output for backward: d phi / dx = min(phi, 1).
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        neg = x.clamp(max=0)  # min(x, 0)
+        phi = torch.exp(neg).add_(x).sub_(neg)  # exp(min(x, 0)) + max(x, 0)
+        ctx.save_for_backward(phi)
+        return phi
+
+    @staticmethod
+    def backward(ctx, grad):
+        (phi,) = ctx.saved_tensors
+        return grad * phi.clamp(max=1)
+
+
+def chunk_len(n: int, h: int, f: int) -> int:
+    """Tokens per chunk, so that a chunk's features (c, H, F) hold about CHUNK_ELEMENTS floats."""
+    return max(1, min(n, CHUNK_ELEMENTS // max(1, h * f)))
+
+
+@register_attention("linear")
+class LinearAttention(AttentionBase):
+    """Kernelized attention (Katharopoulos et al. 2020; Performer FAVOR+, Choromanski et al. 2020)."""
+
+    options = LinearOptions
+    subquadratic = True
+
+    def __init__(self, dim, heads, opts=None, **kw):
+        super().__init__(dim, heads, opts, **kw)
+        self.qkv = nn.Linear(dim, 3 * dim)  # rows [W_q; W_k; W_v]
+        self.out = nn.Linear(dim, dim)
+        self._calls = 0  # training passes seen (for the favor redraw policy)
+        if self.opts.feature_map == "favor":
+            self.register_buffer("omega", orthogonal_gaussian(self.opts.features, self.head_dim))  # (m, Dh)
+        else:
+            self.omega = None
+
+    @torch.no_grad()
+    def redraw_features(self) -> None:
+        """Draw fresh FAVOR+ directions (from torch's global generator)."""
+        if self.omega is not None:
+            self.omega.copy_(orthogonal_gaussian(self.omega.shape[0], self.head_dim, dtype=self.omega.dtype))
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        b, n, d = x.shape  # (B, N, D)
+        h, dh = self.heads, self.head_dim
+        favor = self.opts.feature_map == "favor"
+        if favor and self.training and self.opts.redraw_interval > 0:
+            if self._calls > 0 and self._calls % self.opts.redraw_interval == 0:
+                self.redraw_features()
+            self._calls += 1
+        omega = self.omega.to(x.dtype) if favor else None  # (m, Dh)
+        f = omega.shape[0] if favor else dh  # features per head
+        w, bias = self.qkv.weight, self.qkv.bias  # (3D, D), (3D,)
+        wq, wk, wv = w[:d].t(), w[d:2 * d].t(), w[2 * d:].t()  # 3 x (D, D)
+        bq, bk, bv = bias[:d], bias[d:2 * d], bias[2 * d:]  # 3 x (D,)
+        wo_t = self.out.weight.t()  # (D, D)
+        c = chunk_len(n, h, f)
+        chunks = [(s, min(n, s + c)) for s in range(0, n, c)]
+        grad = torch.is_grad_enabled()
+        y = None if grad else x.new_empty(b, n, d)  # (B, N, D), written chunk by chunk
+        rows: List[torch.Tensor] = []
+
+        # fold W_v into the state when that is cheaper (elu: H*F = D): with P_h = sum_j phi_h(k_j) x_j^T
+        # (F x D), S_h = P_h W_v,h^T + z_h b_v,h^T, so values are never computed token by token
+        fold_v = h * f <= d
+        # split once (unbind, split): their backward is one stack/cat, where slicing x[bi, s0:s1]
+        # in the loops would give every slice a full-size (B, N, D) gradient, O(N^2) in total
+        for bi, x_b in enumerate(x.unbind(0)):
+            x_chunks = x_b.split(c, dim=0)  # (c, D) views
+            # pass 1, keys (and values) -> per-head state: S (H, F, Dh) or P (H, F, D); z (H, F)
+            s_st = z_st = run = None  # run: favor's running max of real-key exponents, (H,)
+            for (s0, s1), xc in zip(chunks, x_chunks):  # xc: (c, D) contiguous
+                k = torch.addmm(bk, xc, wk)  # (c, D)
+                keep = None if mask is None else mask[bi, s0:s1]  # (c,)
+                scale = None
+                if favor:
+                    e = favor_exponent(k.view(-1, h, dh), omega)  # (c, H, m)
+                    if keep is not None:
+                        e = e.masked_fill(~keep[:, None, None], float("-inf"))  # padded keys: phi = 0
+                    top = e.detach().amax(dim=(0, 2))  # (H,)
+                    new = top if run is None else torch.maximum(run, top)
+                    new = torch.where(torch.isinf(new), torch.zeros_like(new), new)  # only padding so far
+                    if run is not None:
+                        scale = torch.exp(run - new)  # (H,): rescales the earlier chunks' state
+                    run = new
+                    phi = torch.exp(e - new[None, :, None])  # (c, H, m), at most 1
+                else:
+                    phi = EluPlusOne.apply(k).view(-1, h, dh)  # (c, H, Dh)
+                    if keep is not None:
+                        phi = phi * keep[:, None, None].to(phi.dtype)  # padded keys: phi = 0
+                phi_t = phi.permute(1, 2, 0)  # (H, F, c) strided view
+                if fold_v:
+                    si = torch.mm(phi.view(-1, h * f).t(), xc).view(h, f, d)  # (H, F, D)  P_h
+                else:
+                    v = torch.addmm(bv, xc, wv).view(-1, h, dh).transpose(0, 1)  # (H, c, Dh) strided view
+                    si = torch.bmm(phi_t, v)  # (H, F, Dh)  S_h = sum_j phi(k_j) v_j^T
+                zi = phi_t.sum(-1)  # (H, F)
+                if s_st is None:
+                    s_st, z_st = si, zi
+                elif scale is not None:
+                    s_st = torch.addcmul(si, s_st, scale[:, None, None])
+                    z_st = torch.addcmul(zi, z_st, scale[:, None])
+                else:
+                    s_st, z_st = s_st + si, z_st + zi
+            if fold_v:  # S_h = P_h W_v,h^T + z_h b_v,h^T
+                s_st = torch.baddbmm(z_st[:, :, None] * bv.view(h, 1, dh), s_st, wv.view(d, h, dh).transpose(0, 1))
+            # den_h = phi_q,h . z_h for all heads at once: phi_q (c, H*F) @ zblock (H*F, H)
+            zblock = torch.block_diag(*z_st[:, :, None])  # (H*F, H)
+            if f <= dh:  # elu: fold W_o into the state, M = [S_h W_o,h^T]_h  (H*F, D)
+                m_st = torch.bmm(s_st, wo_t.view(h, dh, d)).reshape(h * f, d)
+
+            # pass 2, queries against the state
+            outs: List[torch.Tensor] = []
+            for (s0, s1), xc in zip(chunks, x_chunks):  # xc: (c, D)
+                q = torch.addmm(bq, xc, wq)  # (c, D)
+                if favor:
+                    e = favor_exponent(q.view(-1, h, dh), omega)  # (c, H, m)
+                    phi = torch.exp(e - e.detach().amax(dim=-1, keepdim=True)).view(-1, h * f)  # (c, H*m), row max 1
+                else:
+                    phi = EluPlusOne.apply(q)  # (c, H*Dh)
+                den = torch.mm(phi, zblock).clamp_min(1e-30)  # (c, H)
+                a = (phi.view(-1, h, f) / den[:, :, None]).view(-1, h * f)  # (c, H*F)
+                dst = None if grad else y[bi, s0:s1]  # (c, D) contiguous slice of the output
+                if f <= dh:
+                    o = torch.addmm(self.out.bias, a, m_st, out=dst) if dst is not None \
+                        else torch.addmm(self.out.bias, a, m_st)  # (c, D)
+                else:
+                    num = torch.bmm(a.view(-1, h, f).transpose(0, 1), s_st)  # (H, c, Dh)
+                    num = num.transpose(0, 1).reshape(-1, d)  # (c, D)
+                    o = torch.addmm(self.out.bias, num, wo_t, out=dst) if dst is not None \
+                        else torch.addmm(self.out.bias, num, wo_t)  # (c, D)
+                outs.append(o)
+            if grad:
+                rows.append(torch.cat(outs, 0) if len(outs) > 1 else outs[0])  # (N, D)
+        return torch.stack(rows, 0) if grad else y  # (B, N, D)
+
+    @classmethod
+    def problems(cls, opts, *, seq_len, width, heads):
+        out = []
+        if opts.feature_map not in FEATURE_MAPS:
+            out.append(("feature_map", opts.feature_map, "unknown feature map", list(FEATURE_MAPS)))
+        if opts.features < 1:
+            out.append(("features", opts.features, "must be >= 1", ">= 1"))
+        if opts.redraw_interval < 0:
+            out.append(("redraw_interval", opts.redraw_interval, "must be >= 0", ">= 0 (0 = never redraw)"))
+        return out

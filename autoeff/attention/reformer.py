@@ -1,0 +1,243 @@
+"""Reformer LSH attention (Kitaev et al. 2020, "Reformer: The Efficient Transformer").
+
+Queries and keys share one projection (keys are the L2-normalized queries). Angular LSH with
+random rotations R hashes every token to one of ``n_buckets`` buckets,
+h(x) = argmax([xR; -xR]); tokens are sorted by (bucket, position), the sorted sequence is cut
+into chunks of ``bucket_size`` tokens, and each chunk attends to itself and to the previous
+chunk, so a query sees the keys nearest to it in angle for O(N * bucket_size) work instead
+of O(N^2). ``n_buckets`` = N / bucket_size (rounded up to even), so the average bucket fills
+one chunk (lucidrains' reformer-pytorch convention).
+
+As in the paper:
+
+* a token does not attend to itself unless it has no other valid target (its own score
+  carries a large negative bias that still beats the masked keys');
+* ``n_hashes`` rounds hash with independent rotations; each round's output o_r and
+  log-sum-exp z_r are combined as sum_r exp(z_r - logsumexp_r z_r) o_r, and a key that falls
+  in a query's window in N_ij rounds has log N_ij subtracted from its score in each of them,
+  so the result is exactly softmax attention over the union of the rounds' windows.
+
+Details of this implementation: the rotations are drawn from a generator seeded by a buffer
+(``hash_seed``) drawn from torch's RNG at construction, so they are fixed (the same in training
+and eval, saved with the model) and deterministic under ``torch.manual_seed``; a window does
+not wrap around from the first chunk to the last; padded tokens are put in a bucket of their
+own after all the others, so they never move the real tokens' chunks and never influence them.
+The sorted keys and values are gathered with one ``index_select`` each (no expanded index
+tensors) into buffers that the chunked kernel of ``longformer.py`` (:func:`window_attention`)
+reads as overlapping views, and the outputs are scattered back with ``index_copy_`` straight
+into the (B, N, H, Dh) layout that the output projection reads.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import register_attention
+from .base import AttentionBase
+from .longformer import WindowSpec, needs_autograd, neg_value, plain_linear, window_attention
+
+# hashing works on row blocks: rows * heads * rounds * buckets / 2 floats at most
+_HASH_BLOCK = 1 << 20
+
+
+@dataclass
+class ReformerOptions:
+    n_hashes: int = 1  # hash rounds
+    bucket_size: int = 64  # tokens per chunk (= average bucket size)
+
+
+def lsh_geometry(n: int, bucket_size: int) -> Tuple[int, int, int]:
+    """(n_buckets, chunk size c, chunks per round) for a sequence of n tokens."""
+    if n <= bucket_size:
+        return 1, max(n, 1), 1
+    nb = -(-n // bucket_size)
+    nb += nb % 2  # argmax over [xR, -xR] gives an even number of buckets
+    return nb, bucket_size, -(-n // bucket_size)
+
+
+@register_attention("reformer")
+class ReformerAttention(AttentionBase):
+    options = ReformerOptions
+    subquadratic = True
+
+    def __init__(self, dim, heads, opts=None, **kw):
+        super().__init__(dim, heads, opts, **kw)
+        self.qkv = nn.Linear(dim, 2 * dim)  # shared QK, then V
+        self.out = nn.Linear(dim, dim)
+        self.register_buffer("hash_seed", torch.randint(0, 2**62, ()), persistent=True)
+        self._rot_cache: Dict[tuple, torch.Tensor] = {}
+
+    # ---- hashing ----------------------------------------------------------------------
+    def rotations(self, n_buckets: int, device, dtype) -> torch.Tensor:
+        """Random rotations (H, Dh, n_hashes * n_buckets / 2), fixed by ``hash_seed``."""
+        seed = int(self.hash_seed)
+        key = (seed, n_buckets, self.opts.n_hashes, str(device), dtype)
+        rot = self._rot_cache.get(key)
+        if rot is None:
+            gen = torch.Generator().manual_seed((seed + n_buckets) % (1 << 62))
+            rot = torch.randn(self.heads, self.head_dim, self.opts.n_hashes * (n_buckets // 2), generator=gen)
+            rot = rot.to(device=device, dtype=dtype)
+            if len(self._rot_cache) > 16:
+                self._rot_cache.clear()
+            self._rot_cache[key] = rot
+        return rot
+
+    @torch.no_grad()
+    def buckets(self, qk: torch.Tensor, n_buckets: int) -> torch.Tensor:
+        """Angular LSH of the shared query/keys (B, N, D): buckets (B, H, n_hashes, N)."""
+        b, n, _ = qk.shape
+        h, dh, r = self.heads, self.head_dim, self.opts.n_hashes
+        if n_buckets == 1:
+            return torch.zeros(b, h, r, n, dtype=torch.long, device=qk.device)
+        half = n_buckets // 2
+        rot = self.rotations(n_buckets, qk.device, qk.dtype)  # (H, Dh, R * nb/2)
+        rows = qk.reshape(b * n, h, dh)  # (B*N, H, Dh)
+        out = torch.empty(h, b * n, r, dtype=torch.long, device=qk.device)  # (H, B*N, R)
+        step = max(1, _HASH_BLOCK // (h * r * half))
+        for r0 in range(0, b * n, step):
+            r1 = min(b * n, r0 + step)
+            proj = torch.bmm(rows[r0:r1].transpose(0, 1), rot).view(h, r1 - r0, r, half)  # (H, rows, R, nb/2)
+            vmax, imax = proj.max(-1)
+            vmin, imin = proj.min(-1)
+            out[:, r0:r1] = torch.where(vmax >= -vmin, imax, imin + half)
+        return out.view(h, b, n, r).permute(1, 0, 3, 2)  # (B, H, R, N)
+
+    def lsh_sort(self, qk: torch.Tensor, valid: torch.Tensor):
+        """Sort order of every round: (perm (B, H, R, Np) positions in sorted order, c, chunks).
+
+        Padded tokens (``valid`` False) and the internal padding up to Np = chunks * c go to
+        a bucket of their own after all the others.
+        """
+        n = qk.shape[1]
+        nb, c, mc = lsh_geometry(n, self.opts.bucket_size)
+        np_ = mc * c
+        bk = self.buckets(qk, nb)  # (B, H, R, N)
+        bk = bk.masked_fill(~valid[:, None, None, :], nb)
+        bk = F.pad(bk, (0, np_ - n), value=nb)  # (B, H, R, Np)
+        keys = bk * np_ + torch.arange(np_, device=qk.device)  # unique: bucket, then position
+        return keys.argsort(-1), c, mc
+
+    # ---- forward ------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        b, n, d = x.shape  # (B, N, D)
+        h, dh, R = self.heads, self.head_dim, self.opts.n_hashes
+        fast = not needs_autograd(self, x)  # no graph to build: work in place
+        neg = neg_value(x.dtype)
+        valid = torch.ones(b, n, dtype=torch.bool, device=x.device) if mask is None else mask.to(torch.bool)
+
+        v = None
+        if plain_linear(self.qkv):  # V later, to keep fewer (B, N, D) tensors alive at once
+            qk = F.linear(x, self.qkv.weight[:d], self.qkv.bias[:d])  # (B, N, D) shared queries/keys
+        else:  # quantized / hooked projection: call the module
+            qk, v = (t.contiguous() for t in self.qkv(x).split(d, dim=-1))
+        perm, c, mc = self.lsh_sort(qk, valid)  # (B, H, R, Np)
+        np_ = mc * c
+        S = b * h * R  # one sequence per (batch, head, round)
+
+        # rows of (B, N, H, Dh) buffers: position p of head h of batch b is row (b*N + p)*H + h
+        base = (torch.arange(b, device=x.device)[:, None, None, None] * (n * h)
+                + torch.arange(h, device=x.device)[None, :, None, None])  # (B, H, 1, 1)
+        src = base + perm.clamp(max=n - 1) * h  # (B, H, R, Np)
+        src = F.pad(src, (c, 0)).reshape(-1)  # c leading rows per sequence: the first chunk's look-back
+        ks = qk.view(b * n * h, dh).index_select(0, src)  # (S*(c+Np), Dh) sorted keys
+        del qk
+        if v is None:
+            v = F.linear(x, self.qkv.weight[d:], self.qkv.bias[d:])  # (B, N, D)
+        vs = v.view(b * n * h, dh).index_select(0, src)  # (S*(c+Np), Dh) sorted values
+        del v, src
+        norm = ks.norm(dim=-1, keepdim=True).clamp_min(1e-6)  # (S*(c+Np), 1)
+        ks = ks.div_(norm) if fast else ks / norm  # unit keys; queries = |q| * unit key
+        rs = norm.view(S, c + np_, 1)[:, c:]  # (S, Np, 1) query norms
+
+        # key bias per chunk window: padded tokens and the missing look-back of chunk 0
+        ok = F.pad(valid, (0, np_ - n), value=False)[:, None, None, :].expand(b, h, R, np_)
+        ok = ok.gather(-1, perm).reshape(S, np_)  # (S, Np) in sorted order
+        kb = torch.zeros(S, np_, dtype=x.dtype, device=x.device).masked_fill_(~ok, neg)
+        kbias = F.pad(kb, (c, 0), value=neg).unfold(-1, 2 * c, c).reshape(S, mc, 1, 2 * c)
+        # the self-attention rule: own position (window column c + i) only as a last resort
+        band = torch.zeros(c, 2 * c, dtype=x.dtype, device=x.device)
+        band[:, c:].fill_diagonal_(neg / 4)
+        spec = WindowSpec(
+            c=c, L=2 * c, chunks=mc, dh=dh, scale=dh ** -0.5, band=band,
+            q_off=[s * (c + np_) * dh for s in range(S)], o_off=[s * np_ * dh for s in range(S)],
+            k_off=[s * (c + np_) * dh for s in range(S)], q_rs=dh, o_rs=dh, k_rs=dh,
+            o_shape=(S * np_, dh), kbias=kbias, kb_of=list(range(S)), qoff=c,
+            dropout=self.dropout if self.training else 0.0,
+        )
+        if spec.dropout > 0:
+            spec.seed = int(torch.randint(0, 2**62, (1,)).item())
+        if R > 1:
+            spec.extra = _duplicate_bias(perm, c, mc, x.dtype)
+        o, lse = window_attention(None, ks, vs, spec, rs=rs, want_lse=R > 1)  # (S*Np, Dh), (S, Np, 1)
+        del ks, vs, rs, norm
+
+        # back to positions: row (b*N + p)*H + h; internal padding goes to a spare last row
+        dst = torch.where(perm < n, base + perm * h, b * n * h).reshape(-1)  # (S*Np,)
+        if R > 1:
+            # combine the rounds: weights exp(lse_r - logsumexp_r lse_r)
+            lse = lse.view(b, h, R, np_)
+            lse_pos = torch.zeros_like(lse).scatter_(-1, perm, lse)  # (B, H, R, Np) by position
+            w = (lse_pos - lse_pos.logsumexp(2, keepdim=True)).exp()
+            w = w.gather(-1, perm).reshape(S * np_, 1)  # back to sorted order
+            o = o.mul_(w) if fast else o * w
+            y = o.new_zeros(b * n * h + 1, dh)
+            y = y.index_add_(0, dst, o) if fast else y.index_add(0, dst, o)
+        elif fast:
+            y = o.new_empty(b * n * h + 1, dh).index_copy_(0, dst, o)
+        else:
+            y = o.new_zeros(b * n * h + 1, dh).index_copy(0, dst, o)
+        del o
+        return self.out(y[:-1].view(b, n, d))  # (B, N, D)
+
+    @classmethod
+    def problems(cls, opts, *, seq_len, width, heads):
+        out = []
+        if opts.n_hashes < 1:
+            out.append(("n_hashes", opts.n_hashes, "must be >= 1", "1.."))
+        if opts.bucket_size < 1:
+            out.append(("bucket_size", opts.bucket_size, "must be >= 1", f"1..{seq_len}"))
+        elif opts.bucket_size > seq_len:
+            out.append(("bucket_size", opts.bucket_size,
+                        f"bucket size is longer than the sequence length ({seq_len})", f"1..{seq_len}"))
+        return out
+
+
+def _duplicate_bias(perm: torch.Tensor, c: int, mc: int, dtype: torch.dtype):
+    """The paper's correction for keys seen in several rounds: -log N_ij, where N_ij is the
+    number of rounds in which key j is in query i's window (its chunk or the previous one).
+
+    Returns ``extra(j, t0, t1) -> (n, c, 2c)`` for the window kernel. Sequence j is round
+    r = j % R, whose windows hold their keys by construction; every other round r' adds one
+    where chunk_r'(i) - chunk_r'(j) is 0 or 1.
+    """
+    b, h, R, np_ = perm.shape
+    rank = torch.empty_like(perm).scatter_(-1, perm, torch.arange(np_, device=perm.device).expand_as(perm))
+    chunk = (rank // c).to(torch.int32)  # (B, H, R, Np): chunk of each position in each round
+    # for the token at each sorted row of each round, its chunks in all rounds
+    tab = chunk.transpose(2, 3)  # (B, H, Np, R) by position
+    tab = tab[:, :, None].expand(b, h, R, np_, R).gather(
+        3, perm[..., None].expand(b, h, R, np_, R))  # (B, H, R, Np, R) by sorted row
+    tab = F.pad(tab.reshape(b * h * R, np_, R), (0, 0, c, 0), value=-2)  # c look-back rows
+    tab = tab.permute(0, 2, 1).contiguous()  # (S, R, c + Np)
+
+    def extra(j: int, t0: int, t1: int) -> torch.Tensor:
+        n = t1 - t0
+        count = None
+        for r in range(R):
+            if r == j % R:
+                continue
+            seq = tab[j, r]  # (c + Np,) chunks in round r, by this sequence's sorted rows
+            own = seq[c + t0 * c:c + t1 * c].view(n, c, 1)
+            win = seq.as_strided((n, 1, 2 * c), (c, 0, 1), seq.storage_offset() + t0 * c)
+            inside = ((own - win) & -2) == 0  # (n, c, 2c): the difference is 0 or 1
+            count = inside.to(torch.uint8) if count is None else count.add_(inside)
+        if R == 2:
+            return count.to(dtype).mul_(-math.log(2.0))
+        return count.to(dtype).log1p_().neg_()
+
+    return extra

@@ -1,0 +1,197 @@
+"""The attention contract (autoeff/attention/base.py), checked for every registered family.
+
+Parametrized over ``autoeff.list_attentions()``, so a newly registered family is picked up
+automatically. ``VARIANTS`` lists option sets that fit the tiny test sizes for the known
+families (and exercise their modes); a family not listed there runs with its defaults, which
+must then be valid at these sizes (add it to VARIANTS otherwise).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import autoeff
+from autoeff.attention import get_attention
+from autoeff.errors import ConfigError
+from autoeff.measure import peak_memory
+
+DIM, HEADS, MAX_LEN, BATCH = 32, 4, 64, 2
+LENGTHS = (MAX_LEN, 61, 37, 7)  # max_len, not a multiple of anything, shorter, very short
+
+VARIANTS = {
+    "full": [{}],
+    "linformer": [{"rank": 16}, {"rank": 16, "share_kv": True}],
+    "linear": [{"feature_map": "elu"}, {"feature_map": "favor", "features": 16}],
+    "synthesizer": [{"mode": m, "rank": 8, "mix": mix} for m in ("dense", "random", "factorized")
+                    for mix in (False, True)],
+    "longformer": [{"window": 16, "global_tokens": 1}, {"window": 8, "global_tokens": 0, "dilation": 2}],
+    "reformer": [{"n_hashes": 1, "bucket_size": 8}, {"n_hashes": 2, "bucket_size": 16}],
+}
+
+# options each family must reject at seq_len=MAX_LEN: (options, the key that is wrong)
+IMPOSSIBLE = {
+    "linformer": [({"rank": MAX_LEN + 1}, "rank"), ({"rank": 0}, "rank")],
+    "linear": [({"feature_map": "relu"}, "feature_map"), ({"feature_map": "favor", "features": 0}, "features")],
+    "synthesizer": [({"mode": "factorized", "rank": MAX_LEN + 1}, "rank"), ({"mode": "conv"}, "mode")],
+    "longformer": [({"window": MAX_LEN + 2}, "window"), ({"window": 1}, "window")],
+    "reformer": [({"bucket_size": MAX_LEN * 2}, "bucket_size"), ({"n_hashes": 0}, "n_hashes")],
+}
+
+
+def _options(name, overrides):
+    fam = get_attention(name)
+    fields = {f.name for f in dataclasses.fields(fam.options)}
+    unknown = set(overrides) - fields
+    if unknown:  # a known family renamed a knob: fail loudly rather than test the defaults
+        raise AssertionError(f"{name}: VARIANTS uses unknown options {sorted(unknown)}; has {sorted(fields)}")
+    return fam.options(**overrides)
+
+
+def _cases():
+    out = []
+    for name in autoeff.list_attentions():
+        for i, ov in enumerate(VARIANTS.get(name, [{}])):
+            out.append(pytest.param(name, ov, id=f"{name}-{i}" if len(VARIANTS.get(name, [{}])) > 1 else name))
+    return out
+
+
+CASES = _cases()
+
+
+def build(name, overrides, *, seed=0, max_len=MAX_LEN, dropout=0.0):
+    torch.manual_seed(seed)
+    fam = get_attention(name)
+    return fam(DIM, HEADS, _options(name, overrides), max_len=max_len, dropout=dropout)
+
+
+def _mask(n, scattered=False):
+    """(B, n) keep-mask: row 0 has no padding, row 1 is padded (at the end, or scattered)."""
+    m = torch.ones(BATCH, n, dtype=torch.bool)
+    if scattered:
+        g = torch.Generator().manual_seed(n)
+        m[1] = torch.rand(n, generator=g) > 0.4
+        m[1, 0] = True  # at least one real token (and position 0 real for global-token families)
+    else:
+        m[1, max(1, (2 * n) // 3):] = False
+    return m
+
+
+def test_registry_has_the_issue_families():
+    names = autoeff.list_attentions()
+    for name in ("full", "linformer", "linear", "synthesizer"):
+        assert name in names
+
+
+@pytest.mark.parametrize("name,ov", CASES)
+def test_options_are_valid_at_test_size(name, ov):
+    fam = get_attention(name)
+    assert fam.problems(_options(name, ov), seq_len=MAX_LEN, width=DIM, heads=HEADS) == []
+    assert fam.name == name and issubclass(fam, autoeff.attention.AttentionBase)
+    for flag in ("needs_fixed_length", "supports_padding_mask", "supports_causal", "subquadratic"):
+        assert isinstance(getattr(fam, flag), bool)
+
+
+@pytest.mark.parametrize("name,ov", CASES)
+@pytest.mark.parametrize("n", LENGTHS)
+def test_output_shape_and_finite(name, ov, n):
+    m = build(name, ov).eval()
+    x = torch.randn(BATCH, n, DIM)
+    with torch.no_grad():
+        y = m(x)
+        ym = m(x, _mask(n))
+    assert y.shape == (BATCH, n, DIM) and ym.shape == (BATCH, n, DIM)
+    assert y.dtype == x.dtype
+    assert torch.isfinite(y).all() and torch.isfinite(ym).all()
+
+
+@pytest.mark.parametrize("name,ov", CASES)
+def test_length_flag(name, ov):
+    """Families without needs_fixed_length take inputs longer than max_len; the others refuse them."""
+    m = build(name, ov).eval()
+    x = torch.randn(BATCH, MAX_LEN + 13, DIM)
+    if get_attention(name).needs_fixed_length:
+        with pytest.raises(ValueError):
+            m(x)
+    else:
+        with torch.no_grad():
+            assert m(x).shape == x.shape
+
+
+@pytest.mark.parametrize("name,ov", CASES)
+@pytest.mark.parametrize("n,scattered", [(MAX_LEN, False), (37, False), (61, True)])
+def test_padding_never_changes_real_outputs(name, ov, n, scattered):
+    if not get_attention(name).supports_padding_mask:
+        pytest.skip("family does not support padding masks")
+    m = build(name, ov).eval()
+    mask = _mask(n, scattered)
+    x = torch.randn(BATCH, n, DIM)
+    x2 = x.clone()
+    x2[~mask] = 5.0 * torch.randn(int((~mask).sum()), DIM)  # different content at padded positions
+    with torch.no_grad():
+        y, y2 = m(x, mask), m(x2, mask)
+    assert torch.isfinite(y).all() and torch.isfinite(y2).all()
+    torch.testing.assert_close(y[mask], y2[mask], rtol=1e-4, atol=1e-5)
+    # and the padding did change something, so the comparison above is not vacuous for the real rows
+    with torch.no_grad():
+        y_nomask = m(x2)
+    assert not torch.allclose(y_nomask[1][mask[1]], y2[1][mask[1]], atol=1e-4)
+
+
+@pytest.mark.parametrize("name,ov", CASES)
+def test_gradients_finite_for_every_parameter(name, ov):
+    m = build(name, ov).train()
+    x = torch.randn(BATCH, MAX_LEN, DIM, requires_grad=True)
+    mask = _mask(MAX_LEN)
+    y = m(x, mask if get_attention(name).supports_padding_mask else None)
+    (y[mask] ** 2).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert x.grad.abs().sum() > 0
+    for pname, p in m.named_parameters():
+        assert p.grad is not None, f"{name}: parameter {pname} got no gradient"
+        assert torch.isfinite(p.grad).all(), f"{name}: parameter {pname} has a non-finite gradient"
+
+
+@pytest.mark.parametrize("name,ov", CASES)
+def test_deterministic_under_seed(name, ov):
+    x = torch.randn(BATCH, 37, DIM)
+    mask = _mask(37)
+    outs = []
+    for _ in range(2):
+        m = build(name, ov, seed=123).eval()
+        torch.manual_seed(7)
+        with torch.no_grad():
+            outs.append(m(x, mask))
+    assert torch.equal(outs[0], outs[1])
+    a = build(name, ov, seed=1).state_dict()
+    b = build(name, ov, seed=2).state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a), "the seed does not reach the parameters"
+
+
+@pytest.mark.parametrize("name,ov", CASES)
+def test_subquadratic_families_never_hold_an_n_by_n_tensor(name, ov):
+    fam = get_attention(name)
+    if not fam.subquadratic:
+        pytest.skip("family may materialize N x N")
+    n, dim, heads = 1024, 16, 2
+    torch.manual_seed(0)
+    m = fam(dim, heads, _options(name, ov), max_len=n).eval()
+    x = torch.randn(1, n, dim)
+    peak = peak_memory(lambda: m(x)).peak_bytes
+    assert peak < n * n * 4, f"{name}: {peak} bytes at N={n}, one N x N fp32 matrix is {n * n * 4}"
+
+
+@pytest.mark.parametrize("name", autoeff.list_attentions())
+def test_problems_reject_impossible_options(name):
+    fam = get_attention(name)
+    cases = IMPOSSIBLE.get(name)
+    if not cases:
+        pytest.skip("no impossible options listed for this family")
+    for ov, key in cases:
+        opts = _options(name, ov)
+        keys = [p[0] for p in fam.problems(opts, seq_len=MAX_LEN, width=DIM, heads=HEADS)]
+        assert key in keys, f"{name}: {ov} not rejected (problems: {keys})"
+        with pytest.raises(ConfigError) as err:
+            fam.check(opts, seq_len=MAX_LEN, width=DIM, heads=HEADS, prefix=f"attention.{name}")
+        assert f"attention.{name}." in str(err.value)
