@@ -185,7 +185,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"expected {_type_name(tp)}", key=key, value=value, has_value=True)
     if origin in (list, List, Sequence, tuple, Tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"expected a list", key=key, value=value, has_value=True)
+            raise ConfigError("expected a list", key=key, value=value, has_value=True)
         (inner,) = typing.get_args(tp)[:1] or (Any,)
         return [coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin in (dict, Dict, Mapping):

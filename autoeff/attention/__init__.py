@@ -6,40 +6,26 @@ file. The contract tests in tests/attention run over every registered family.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Type
+from typing import List, Type
 
-from ..errors import ConfigError
+from ..registry import Registry
 from .base import AttentionBase
 
-_REGISTRY: Dict[str, Type[AttentionBase]] = {}
+_REGISTRY: Registry[AttentionBase] = Registry("attention type", "attention.kind", base=AttentionBase)
 
 
 def register_attention(name: str):
     """Class decorator: register an AttentionBase subclass under ``name``."""
-
-    def deco(cls: Type[AttentionBase]) -> Type[AttentionBase]:
-        if not issubclass(cls, AttentionBase):
-            raise TypeError(f"{cls.__name__} must subclass AttentionBase")
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"attention family {name!r} registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
+    return _REGISTRY.register(name)
 
 
 def get_attention(name: str) -> Type[AttentionBase]:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ConfigError("unknown attention type", key="attention.kind", value=name,
-                          allowed=list_attentions(), has_value=True) from None
+    return _REGISTRY.get(name)
 
 
 def list_attentions() -> List[str]:
     """Names of the registered attention families."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 # one import line per family ---------------------------------------------------------

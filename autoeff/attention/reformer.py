@@ -23,7 +23,7 @@ and eval, saved with the model) and deterministic under ``torch.manual_seed``; a
 not wrap around from the first chunk to the last; padded tokens are put in a bucket of their
 own after all the others, so they never move the real tokens' chunks and never influence them.
 The sorted keys and values are gathered with one ``index_select`` each (no expanded index
-tensors) into buffers that the chunked kernel of ``longformer.py`` (:func:`window_attention`)
+tensors) into buffers that the chunked kernel of ``_window.py`` (:func:`window_attention`)
 reads as overlapping views, and the outputs are scattered back with ``index_copy_`` straight
 into the (B, N, H, Dh) layout that the output projection reads.
 """
@@ -39,7 +39,7 @@ from torch import nn
 
 from . import register_attention
 from .base import AttentionBase
-from .longformer import WindowSpec, needs_autograd, neg_value, plain_linear, window_attention
+from ._window import WindowSpec, needs_autograd, neg_value, plain_linear, window_attention
 
 # hashing works on row blocks: rows * heads * rounds * buckets / 2 floats at most
 _HASH_BLOCK = 1 << 20

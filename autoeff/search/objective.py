@@ -28,7 +28,7 @@ from ..measure.model import measure_model
 from ..model import build_model
 from ..tasks import load_task, task_spec
 from ..training import evaluate, fit
-from .space import Constraint, Objective, Space
+from .space import Objective, Space
 
 ARCH_METRICS = ("latency_ms", "peak_memory_mb", "params", "size_mb")
 Log = Callable[[str], None]

@@ -6,7 +6,7 @@ minimization by negating maximized columns.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 

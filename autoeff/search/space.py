@@ -27,7 +27,6 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path

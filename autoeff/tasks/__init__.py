@@ -9,38 +9,29 @@ import dataclasses
 import logging
 import os
 import tempfile
-from pathlib import Path
-from typing import Dict, List, Type
+from typing import List, Type
 
 import torch
 
-from ..errors import ConfigError
+from ..registry import Registry
 from .base import SPLITS, Split, Task, TaskData, TaskSpec, cache_dir, content_hash
 
 log = logging.getLogger(__name__)
-_REGISTRY: Dict[str, Type[Task]] = {}
+_REGISTRY: Registry[Task] = Registry("task kind", "tasks.kind", base=Task, name_attr="kind")
 
 
 def register_task(kind: str):
-    def deco(cls: Type[Task]) -> Type[Task]:
-        if kind in _REGISTRY and _REGISTRY[kind] is not cls:
-            raise ValueError(f"task kind {kind!r} registered twice")
-        cls.kind = kind
-        _REGISTRY[kind] = cls
-        return cls
-
-    return deco
+    """Class decorator: register a Task subclass under ``kind``."""
+    return _REGISTRY.register(kind)
 
 
 def get_task(kind: str) -> Type[Task]:
-    try:
-        return _REGISTRY[kind]
-    except KeyError:
-        raise ConfigError("unknown task kind", key="tasks.kind", value=kind, allowed=list_tasks(), has_value=True) from None
+    return _REGISTRY.get(kind)
 
 
 def list_tasks() -> List[str]:
-    return sorted(_REGISTRY)
+    """Kinds of the registered tasks (built-in generators and loaders)."""
+    return _REGISTRY.names()
 
 
 def task_spec(task_cfg) -> TaskSpec:

@@ -70,7 +70,8 @@ def _fmt(v: Any) -> str:
 
 def to_text(space: Space, front: Sequence[TrialRecord], markdown: bool = False) -> str:
     """The front as an aligned table (or Markdown), best first by the first objective."""
-    cols = ["trial", "architecture", *space.objective_names, "test_accuracy", "params"]
+    per_task = sorted({k for r in front for k in r.metrics if k.startswith("accuracy.")})
+    cols = ["trial", "architecture", *space.objective_names, *per_task, "test_accuracy", "params"]
     rows = [[_fmt(r.number), arch_summary(r), *[_fmt(r.metrics.get(c)) for c in cols[2:]]] for r in front]
     if markdown:
         out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]

@@ -1,10 +1,8 @@
 """The real CLI on the smoke space: search -> MLflow store -> pareto -> export -> train -> reload."""
 import json
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 

@@ -2,7 +2,6 @@
 import copy
 import random
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
@@ -77,7 +76,7 @@ def test_explicit_when_and_overrides(tmp_path):
     s = load_space(write(tmp_path, doc), ["search.n_trials=8", "train.max_steps=7"])
     assert s.search.n_trials == 8
     assert s.materialize(s.sample(RandomSuggest(0))).train.max_steps == 7
-    d = next(d for d in s.dims if d.name == "model.ffn_mult")
+    assert any(d.name == "model.ffn_mult" and d.when == {"model.depth": (1,)} for d in s.dims)
     for seed in range(20):
         p = s.sample(RandomSuggest(seed))
         assert ("model.ffn_mult" in p) == (p["model.depth"] == 1)
@@ -160,7 +159,7 @@ def test_cli_exit_2_without_traceback(tmp_path, autoeff_cmd):
 
 
 def test_every_shipped_space_parses_and_samples(repo):
-    files = sorted((repo / "search_spaces").glob("*.yaml"))
+    files = sorted((repo / "search_spaces").glob("*.yaml")) + sorted((repo / "experiments").glob("*/*.yaml"))
     assert any(f.name == "longseq.yaml" for f in files) and any(f.name == "smoke.yaml" for f in files)
     for f in files:
         s = load_space(f)

@@ -7,7 +7,7 @@ import torch
 
 from autoeff.config import parse_tasks
 from autoeff.errors import ConfigError
-from autoeff.tasks import get_task, load_task, task_spec
+from autoeff.tasks import get_task, task_spec
 
 SMALL = {"kind": "pathfinder", "n_train": 40, "n_val": 20, "n_test": 20}
 
@@ -94,24 +94,6 @@ def test_spec_shapes_and_balance():
         assert split.mask.shape == (n, 1024) and split.mask.dtype == torch.bool and split.mask.all()
         assert set(split.x.unique().tolist()) == {1, 256}
         assert torch.bincount(split.y).tolist() == [n // 2, n // 2]
-
-
-def test_deterministic_by_seed():
-    a, b, c = build(seed=1), build(seed=1), build(seed=2)
-    for s in a:
-        assert torch.equal(a[s].x, b[s].x) and torch.equal(a[s].y, b[s].y)
-    assert not torch.equal(a["train"].x, c["train"].x)
-
-
-def test_cached_by_content_hash(tmp_path, monkeypatch):
-    monkeypatch.setenv("AUTOEFF_CACHE", str(tmp_path))
-    first = load_task(cfg())
-    assert len(list((tmp_path / "tasks").glob("pathfinder-*.pt"))) == 1
-    monkeypatch.setattr(get_task("pathfinder"), "build", classmethod(lambda cls, o: 1 / 0))
-    second = load_task(cfg())
-    assert all(torch.equal(first.splits[s].x, second.splits[s].x) for s in first.splits)
-    with pytest.raises(ZeroDivisionError):
-        load_task(cfg(n_paths=3))
 
 
 @pytest.mark.parametrize("bad, key", [

@@ -7,7 +7,7 @@ import torch
 from autoeff.config import ModelConfig, RunConfig, parse_tasks
 from autoeff.errors import ConfigError
 from autoeff.model import build_model
-from autoeff.tasks import get_task, load_task, task_spec
+from autoeff.tasks import get_task, task_spec
 from autoeff.tasks.text import COMMON
 
 SMALL = {"kind": "retrieval", "seq_len": 256, "min_len": 200, "n_train": 40, "n_val": 10, "n_test": 10,
@@ -75,23 +75,6 @@ def test_spec_pair_shapes_and_balance():
     model = build_model(RunConfig(model=ModelConfig(depth=1, width=16, heads=2), tasks=[c]), [spec])
     split = build()["val"]
     assert model(split.x[:3], split.mask[:3]).shape == (3, 2)
-
-
-def test_deterministic_by_seed():
-    a, b, c = build(seed=1), build(seed=1), build(seed=2)
-    for s in a:
-        assert torch.equal(a[s].x, b[s].x) and torch.equal(a[s].y, b[s].y)
-    assert not torch.equal(a["train"].x, c["train"].x)
-
-
-def test_cached_by_content_hash(tmp_path, monkeypatch):
-    first = load_task(cfg(), data_dir=str(tmp_path))
-    assert len(list((tmp_path / "tasks").glob("retrieval-*.pt"))) == 1
-    monkeypatch.setattr(get_task("retrieval"), "build", classmethod(lambda cls, o: 1 / 0))
-    second = load_task(cfg(), data_dir=str(tmp_path))
-    assert all(torch.equal(first.splits[s].x, second.splits[s].x) for s in first.splits)
-    with pytest.raises(ZeroDivisionError):
-        load_task(cfg(max_shared=1), data_dir=str(tmp_path))
 
 
 @pytest.mark.parametrize("bad, key", [

@@ -7,7 +7,7 @@ import torch
 
 from autoeff.config import parse_tasks
 from autoeff.errors import ConfigError
-from autoeff.tasks import get_task, load_task, task_spec
+from autoeff.tasks import get_task, task_spec
 from autoeff.tasks.text import COMMON, KEY_WORDS
 
 SMALL = {"kind": "text", "seq_len": 256, "n_train": 40, "n_val": 12, "n_test": 12}
@@ -85,35 +85,6 @@ def test_spec_shapes_and_balance():
         assert split.y.dtype == torch.long
         assert int(split.x.max()) < spec.vocab_size
         assert torch.bincount(split.y, minlength=4).tolist() == [n // 4 + (k < n % 4) for k in range(4)]
-
-
-def test_deterministic_by_seed():
-    a, b, c = build(seed=1), build(seed=1), build(seed=2)
-    for s in a:
-        assert torch.equal(a[s].x, b[s].x) and torch.equal(a[s].y, b[s].y)
-    assert not torch.equal(a["train"].x, c["train"].x)
-    assert not torch.equal(a["val"].x, a["test"].x)  # splits are different draws
-
-
-def test_cached_by_content_hash(tmp_path, monkeypatch):
-    monkeypatch.setenv("AUTOEFF_CACHE", str(tmp_path))
-    first = load_task(cfg())
-    files = list((tmp_path / "tasks").glob("text-*.pt"))
-    assert len(files) == 1
-
-    def boom(cls, o):
-        raise AssertionError("rebuilt instead of loading the cache")
-
-    monkeypatch.setattr(get_task("text"), "build", classmethod(boom))
-    second = load_task(cfg())
-    assert torch.equal(first.splits["train"].x, second.splits["train"].x)
-    with pytest.raises(AssertionError):  # other options -> other key -> built
-        load_task(cfg(seed=5))
-
-
-def test_spec_does_not_build(monkeypatch):
-    monkeypatch.setattr(get_task("text"), "build", classmethod(lambda cls, o: 1 / 0))
-    assert task_spec(cfg(seq_len=4096)).seq_len == 4096
 
 
 @pytest.mark.parametrize("bad, key", [

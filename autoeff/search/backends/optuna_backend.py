@@ -19,7 +19,7 @@ import os
 import socket
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import optuna
 from optuna.trial import TrialState

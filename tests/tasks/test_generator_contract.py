@@ -1,0 +1,86 @@
+"""Contract of every built-in generated task (tiny sizes): what the registry and the model rely on.
+
+Deterministic by seed, cached by content hash (a second load never rebuilds; other options
+get another cache entry), ``spec()`` builds nothing and agrees with the built tensors, and the
+model accepts the inputs. Task-specific label rules live in each task's own test file.
+"""
+import pytest
+import torch
+
+import autoeff
+from autoeff.config import parse_run_config, parse_tasks
+from autoeff.tasks import get_task, load_task, task_spec
+
+SMALL = {
+    "listops": {"seq_len": 64, "min_len": 8, "max_depth": 4, "n_train": 24, "n_val": 8, "n_test": 8},
+    "text": {"seq_len": 256, "n_train": 24, "n_val": 8, "n_test": 8},
+    "image": {"n_train": 20, "n_val": 10, "n_test": 10},
+    "image-patches": {"kind": "image", "input": "patches", "n_train": 20, "n_val": 10, "n_test": 10},
+    "pathfinder": {"n_train": 20, "n_val": 10, "n_test": 10},
+    "speech": {"seq_len": 160, "n_train": 16, "n_val": 8, "n_test": 8},
+    "retrieval": {"seq_len": 256, "min_len": 200, "n_train": 20, "n_val": 10, "n_test": 10},
+}
+
+
+def task_cfg(name, **kw):
+    opts = dict(SMALL[name])
+    kind = opts.pop("kind", name)
+    return parse_tasks([{"kind": kind, **opts, **kw}])[0]
+
+
+def build(name, **kw):
+    c = task_cfg(name, **kw)
+    return get_task(c.kind).build(c.options_typed())
+
+
+@pytest.fixture(params=sorted(SMALL))
+def name(request):
+    return request.param
+
+
+def test_deterministic_by_seed(name):
+    a, b, c = build(name, seed=1), build(name, seed=1), build(name, seed=2)
+    for s in ("train", "val", "test"):
+        assert torch.equal(a[s].x, b[s].x) and torch.equal(a[s].y, b[s].y) and torch.equal(a[s].mask, b[s].mask)
+    assert not torch.equal(a["train"].x, c["train"].x)
+
+
+def test_cached_by_content_hash(name, tmp_path, monkeypatch):
+    c = task_cfg(name)
+    first = load_task(c, data_dir=str(tmp_path))
+    assert len(list((tmp_path / "tasks").glob(f"{c.kind}-*.pt"))) == 1
+    monkeypatch.setattr(get_task(c.kind), "build", classmethod(lambda cls, o: 1 / 0))
+    second = load_task(c, data_dir=str(tmp_path))  # from the cache: build is never called
+    assert all(torch.equal(first.splits[s].x, second.splits[s].x) for s in first.splits)
+    with pytest.raises(ZeroDivisionError):  # other options, another cache entry
+        load_task(task_cfg(name, seed=7), data_dir=str(tmp_path))
+
+
+def test_spec_builds_nothing_and_matches_the_data(name, tmp_path, monkeypatch):
+    c = task_cfg(name)
+    with monkeypatch.context() as m:
+        m.setattr(get_task(c.kind), "build", classmethod(lambda cls, o: 1 / 0))
+        spec = task_spec(c)
+    data = load_task(c, data_dir=str(tmp_path))
+    lead = 2 if spec.pair else 1
+    for s, sp in data.splits.items():
+        n = int(getattr(c.options_typed(), f"n_{s}"))
+        assert len(sp) == n and sp.y.dtype == torch.long
+        assert int(sp.y.min()) >= 0 and int(sp.y.max()) < spec.num_classes
+        assert sp.mask.dtype == torch.bool and sp.mask.shape == (n, *([2] if spec.pair else []), spec.seq_len)
+        assert sp.mask.reshape(-1, spec.seq_len).any(1).all()  # every sequence has a real position
+        if spec.input_kind == "tokens":
+            assert sp.x.dtype == torch.long and sp.x.shape == sp.mask.shape
+            assert int(sp.x.min()) >= 0 and int(sp.x.max()) < spec.vocab_size
+        else:
+            assert sp.x.dtype == torch.float32 and sp.x.shape == (*sp.mask.shape, spec.feature_dim)
+    assert lead in (1, 2)
+
+
+def test_model_accepts_the_inputs(name, tmp_path):
+    c = task_cfg(name)
+    cfg = parse_run_config({"model": {"depth": 1, "width": 16, "heads": 2}, "tasks": [c.to_dict()]})
+    model = autoeff.build_model(cfg).eval()
+    sp = load_task(c, data_dir=str(tmp_path)).splits["val"]
+    out = model(sp.x[:3], sp.mask[:3])
+    assert out.shape == (3, task_spec(c).num_classes) and torch.isfinite(out).all()
