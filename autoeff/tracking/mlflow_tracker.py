@@ -16,6 +16,7 @@ RUNNING is closed as KILLED (interrupted) or completed from the study's record.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence
@@ -31,6 +32,8 @@ from ..search.runner import SearchCallback
 from ..search.space import Space, flatten
 from .plots import front_figure
 from .tables import front_rows, to_csv, to_text
+
+logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "creating tables" lines amid the progress
 
 STATUS = {"complete": "FINISHED", "infeasible": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 

@@ -71,6 +71,7 @@ def _fmt(v: Any) -> str:
 def to_text(space: Space, front: Sequence[TrialRecord], markdown: bool = False) -> str:
     """The front as an aligned table (or Markdown), best first by the first objective."""
     per_task = sorted({k for r in front for k in r.metrics if k.startswith("accuracy.")})
+    per_task = per_task if len(per_task) > 1 else []  # one task: the same as accuracy
     cols = ["trial", "architecture", *space.objective_names, *per_task, "test_accuracy", "params"]
     rows = [[_fmt(r.number), arch_summary(r), *[_fmt(r.metrics.get(c)) for c in cols[2:]]] for r in front]
     if markdown:
