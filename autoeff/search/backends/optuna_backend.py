@@ -90,6 +90,8 @@ class OptunaBackend:
             sampler=self._sampler(),
             load_if_exists=True,
         )
+        if self.study.trials:  # resumed: a fresh stream, or a seeded sampler repeats its old proposals
+            self.study.sampler = self._sampler(seed_offset=len(self.study.trials))
         stored = [d.name.lower() for d in self.study.directions]
         if stored != [d.lower() for d in space.directions]:
             from ...errors import ConfigError
@@ -104,17 +106,18 @@ class OptunaBackend:
             self.study.set_user_attr("autoeff.objectives", space.objective_names)
             self.study.set_metric_names(space.objective_names)
 
-    def _sampler(self) -> optuna.samplers.BaseSampler:
+    def _sampler(self, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
         s = self.space.search
+        seed = s.seed + seed_offset
         # constraints reach the samplers through Trial.set_constraint (Optuna >= 5)
         if s.sampler == "tpe":
-            kw: Dict[str, Any] = dict(seed=s.seed, multivariate=True, group=True)
+            kw: Dict[str, Any] = dict(seed=seed, multivariate=True, group=True)
             if s.startup_trials:
                 kw["n_startup_trials"] = s.startup_trials
             return optuna.samplers.TPESampler(**kw)
         if s.sampler == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=s.seed)
-        return optuna.samplers.RandomSampler(seed=s.seed)
+            return optuna.samplers.NSGAIISampler(seed=seed)
+        return optuna.samplers.RandomSampler(seed=seed)
 
     def _set_constraints(self, trial: optuna.Trial, violations: Sequence[float]) -> None:
         for c, v in zip(self.space.constraints, violations):
