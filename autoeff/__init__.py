@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 
 from .attention import list_attentions
 from .config import RunConfig, load_config
+from . import tasks as _tasks  # noqa: F401,E402  (fills the task registry)
 
 
 def build_model(cfg, specs=None):

@@ -7,8 +7,8 @@ overrides, interpolation) and then checked field by field here, so that a bad va
 message naming the file, the key, the value and what is allowed.
 
 Attention families and tasks register their own option dataclasses; the ``attention`` and
-``tasks`` sections are validated against those registries (see ``autoeff.attention`` and
-``autoeff.tasks``), which live later in the data flow and are looked up lazily.
+``tasks`` sections are validated against the registries in ``autoeff.registry`` (which sit at
+the base of the data flow; ``autoeff.attention`` and ``autoeff.tasks`` register into them).
 """
 from __future__ import annotations
 
@@ -22,10 +22,37 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError
+from .registry import ATTENTIONS, TASKS
+
+INPUT_KINDS = ("tokens", "features")
 
 # --------------------------------------------------------------------------------------
 # The run config
 # --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What the model must know about a task's inputs and outputs."""
+
+    input_kind: str  # "tokens" | "features"
+    seq_len: int  # maximum number of positions fed to the encoder (before any CLS token)
+    num_classes: int
+    vocab_size: int = 0  # tokens: ids in [0, vocab_size), 0 = padding
+    feature_dim: int = 0  # features: size of each position's vector
+    pair: bool = False  # two sequences per example (e.g. retrieval)
+    metric: str = "accuracy"
+    name: str = ""  # the task's name within the run
+
+    def __post_init__(self):
+        if self.input_kind not in INPUT_KINDS:
+            raise ValueError(f"input_kind must be one of {INPUT_KINDS}, got {self.input_kind!r}")
+
+
+def task_spec(task_cfg: "TaskConfig") -> TaskSpec:
+    """What the model needs to know about a configured task (built without building its data)."""
+    spec = TASKS.get(task_cfg.kind).spec(task_cfg.options_typed())
+    return dataclasses.replace(spec, name=task_cfg.name)
 
 
 @dataclass
@@ -53,10 +80,8 @@ class AttentionConfig:
 
     def options_for(self, kind: Optional[str] = None):
         """The typed options dataclass of ``kind`` (default: the chosen family)."""
-        from .attention import get_attention
-
         kind = kind or self.kind
-        fam = get_attention(kind)
+        fam = ATTENTIONS.get(kind)
         return build_dataclass(fam.options, self.options.get(kind, {}), prefix=f"attention.{kind}")
 
     def to_dict(self) -> Dict[str, Any]:
@@ -82,9 +107,7 @@ class TaskConfig:
     options: Dict[str, Any] = field(default_factory=dict)
 
     def options_typed(self):
-        from .tasks import get_task
-
-        return build_dataclass(get_task(self.kind).options, self.options, prefix=f"task {self.name}")
+        return build_dataclass(TASKS.get(self.kind).options, self.options, prefix=f"task {self.name}")
 
     def to_dict(self) -> Dict[str, Any]:
         out = {"kind": self.kind, "name": self.name, "weight": self.weight}
@@ -139,14 +162,6 @@ class RunConfig:
             "deploy": dataclasses.asdict(self.deploy),
             "data_dir": self.data_dir,
         }
-
-    def validate(self, file: Optional[str] = None) -> "RunConfig":
-        """Cross-field checks: heads divide width, family knobs fit the sequence length."""
-        try:
-            check_architecture(self)
-        except ConfigError as e:
-            raise e.with_file(file)
-        return self
 
 
 RUN_SECTIONS = ("model", "attention", "tasks", "train", "deploy", "data_dir")
@@ -259,8 +274,6 @@ def build_dataclass(cls, data: Any, prefix: str = ""):
 
 
 def parse_attention(data: Any, prefix: str = "attention") -> AttentionConfig:
-    from .attention import get_attention, list_attentions
-
     if data is None:
         data = {}
     if isinstance(data, str):
@@ -269,7 +282,7 @@ def parse_attention(data: Any, prefix: str = "attention") -> AttentionConfig:
         raise ConfigError("expected a mapping with 'kind'", key=prefix, value=data, has_value=True)
     data = dict(data)
     kind = data.pop("kind", "full")
-    known = list_attentions()
+    known = ATTENTIONS.names()
     if kind not in known:
         raise ConfigError("unknown attention type", key=f"{prefix}.kind", value=kind, allowed=known, has_value=True)
     options: Dict[str, Dict[str, Any]] = {}
@@ -280,14 +293,12 @@ def parse_attention(data: Any, prefix: str = "attention") -> AttentionConfig:
                 key=f"{prefix}.{fam}",
                 allowed=["kind", *known],
             )
-        typed = build_dataclass(get_attention(fam).options, opts, prefix=f"{prefix}.{fam}")
+        typed = build_dataclass(ATTENTIONS.get(fam).options, opts, prefix=f"{prefix}.{fam}")
         options[fam] = dataclasses.asdict(typed)
     return AttentionConfig(kind=kind, options=options)
 
 
 def parse_tasks(data: Any, prefix: str = "tasks") -> List[TaskConfig]:
-    from .tasks import get_task, list_tasks
-
     if data is None:
         data = [{"kind": "listops"}]
     if isinstance(data, Mapping):  # a single task
@@ -296,7 +307,7 @@ def parse_tasks(data: Any, prefix: str = "tasks") -> List[TaskConfig]:
         raise ConfigError("expected a non-empty list of tasks", key=prefix, value=data, has_value=True)
     out: List[TaskConfig] = []
     seen = set()
-    known = list_tasks()
+    known = TASKS.names()
     for i, t in enumerate(data):
         key = f"{prefix}[{i}]"
         if isinstance(t, str):
@@ -316,8 +327,8 @@ def parse_tasks(data: Any, prefix: str = "tasks") -> List[TaskConfig]:
         weight = coerce(t.pop("weight", 1.0), float, f"{key}.weight")
         if weight <= 0:
             raise ConfigError("must be > 0", key=f"{key}.weight", value=weight, has_value=True)
-        typed = build_dataclass(get_task(kind).options, t, prefix=key)
-        get_task(kind).check_options(typed, key)
+        typed = build_dataclass(TASKS.get(kind).options, t, prefix=key)
+        TASKS.get(kind).check_options(typed, key)
         out.append(TaskConfig(kind=kind, name=name, weight=weight, options=dataclasses.asdict(typed)))
     return out
 
@@ -370,15 +381,11 @@ def check_ranges(cfg: RunConfig) -> None:
 
 def max_seq_len(cfg: RunConfig) -> int:
     """Longest input sequence over the run's tasks (what fixed-length families must cover)."""
-    from .tasks import task_spec
-
     return max(task_spec(t).seq_len for t in cfg.tasks)
 
 
 def check_architecture(cfg: RunConfig) -> None:
     """Impossible combinations: heads must divide width; the family's knobs must fit."""
-    from .attention import get_attention
-
     m = cfg.model
     if m.width % m.heads != 0:
         raise ConfigError(
@@ -388,7 +395,7 @@ def check_architecture(cfg: RunConfig) -> None:
             allowed=[h for h in range(1, m.width + 1) if m.width % h == 0 and h <= 64],
             has_value=True,
         )
-    fam = get_attention(cfg.attention.kind)
+    fam = ATTENTIONS.get(cfg.attention.kind)
     opts = cfg.attention.options_for()
     fam.check(opts, seq_len=max_seq_len(cfg), width=m.width, heads=m.heads, prefix=f"attention.{cfg.attention.kind}")
 

@@ -31,12 +31,6 @@ class ConfigError(ValueError):
             self.args = (self.render(),)
         return self
 
-    def with_prefix(self, prefix: str) -> "ConfigError":
-        if prefix:
-            self.key = f"{prefix}.{self.key}" if self.key else prefix
-            self.args = (self.render(),)
-        return self
-
     def render(self) -> str:
         where = []
         if self.file:

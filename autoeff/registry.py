@@ -1,11 +1,16 @@
-"""A name -> class registry with clean errors (used for attention families and tasks).
+"""Name -> class registries with clean errors: attention families and tasks.
+
+The registries sit at the base of the data flow, beside ``errors``: ``config`` validates
+against them, ``attention/`` and ``tasks/`` register into them, and nothing imports a later
+stage. ``autoeff/__init__.py`` imports both packages, so the registries are filled before any
+``autoeff`` module runs.
 
 Unlike a plain dict, an unknown name raises a ConfigError listing what is registered, and a
 name can be registered once only.
 """
 from __future__ import annotations
 
-from typing import Dict, Generic, List, Optional, Type, TypeVar
+from typing import Dict, Generic, List, Type, TypeVar
 
 from .errors import ConfigError
 
@@ -13,10 +18,9 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, what: str, key: str, base: Optional[type] = None, name_attr: str = "name"):
+    def __init__(self, what: str, key: str, name_attr: str = "name"):
         self.what = what  # e.g. "attention type", used in error messages
         self.key = key  # the config key the name comes from, e.g. "attention.kind"
-        self.base = base
         self.name_attr = name_attr
         self._items: Dict[str, Type[T]] = {}
 
@@ -24,8 +28,6 @@ class Registry(Generic[T]):
         """Class decorator: register ``cls`` under ``name`` and set ``cls.<name_attr> = name``."""
 
         def deco(cls: Type[T]) -> Type[T]:
-            if self.base is not None and not issubclass(cls, self.base):
-                raise TypeError(f"{cls.__name__} must subclass {self.base.__name__}")
             if name in self._items and self._items[name] is not cls:
                 raise ValueError(f"{self.what} {name!r} registered twice")
             setattr(cls, self.name_attr, name)
@@ -43,3 +45,9 @@ class Registry(Generic[T]):
 
     def names(self) -> List[str]:
         return sorted(self._items)
+
+
+#: attention families (``autoeff.attention``), by ``attention.kind``
+ATTENTIONS: Registry = Registry("attention type", "attention.kind")
+#: tasks: built-in generators and loaders of users' data (``autoeff.tasks``), by ``kind``
+TASKS: Registry = Registry("task kind", "tasks.kind", name_attr="kind")

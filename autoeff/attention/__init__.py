@@ -8,15 +8,21 @@ from __future__ import annotations
 
 from typing import List, Type
 
-from ..registry import Registry
+from ..registry import ATTENTIONS
 from .base import AttentionBase
 
-_REGISTRY: Registry[AttentionBase] = Registry("attention type", "attention.kind", base=AttentionBase)
+_REGISTRY = ATTENTIONS
 
 
 def register_attention(name: str):
     """Class decorator: register an AttentionBase subclass under ``name``."""
-    return _REGISTRY.register(name)
+
+    def deco(cls: Type[AttentionBase]) -> Type[AttentionBase]:
+        if not (isinstance(cls, type) and issubclass(cls, AttentionBase)):
+            raise TypeError(f"{cls!r} must subclass AttentionBase")
+        return _REGISTRY.register(name)(cls)
+
+    return deco
 
 
 def get_attention(name: str) -> Type[AttentionBase]:

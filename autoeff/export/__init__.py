@@ -9,7 +9,7 @@ from ..errors import ConfigError
 from ..search.backends import load_records
 from ..search.objective import TrialRecord
 from ..search.pareto import parse_rule, select
-from ..search.space import Space, load_space, set_path
+from ..search.space import Space, flatten, load_space, set_path
 
 
 def choose(space: Space, records: Sequence[TrialRecord], *, trial: Optional[int] = None,
@@ -46,8 +46,6 @@ def choose(space: Space, records: Sequence[TrialRecord], *, trial: Optional[int]
 def exported_config(space: Space, rec: TrialRecord) -> RunConfig:
     """The trial's config with the space's ``export:`` overrides (e.g. a full training budget)."""
     data = dict(rec.config)
-    from ..search.space import flatten
-
     for k, v in flatten(space.export_overrides).items():
         set_path(data, k, v)
     return parse_run_config(data, file=f"{space.file} (export)")

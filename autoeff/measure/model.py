@@ -5,9 +5,8 @@ from typing import Dict, Sequence
 
 import torch
 
-from ..config import DeployConfig
+from ..config import DeployConfig, TaskSpec
 from ..model import AutoEffModel, example_inputs
-from ..tasks.base import TaskSpec
 from .latency import measure_latency
 from .memory import peak_memory
 from .size import model_size

@@ -6,9 +6,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from ..config import RunConfig
-from ..tasks import task_spec
-from ..tasks.base import TaskSpec
+from ..config import RunConfig, TaskSpec, task_spec
 from .adapters import ClassifierHead, InputAdapter
 from .encoder import Encoder
 

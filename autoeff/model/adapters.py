@@ -6,7 +6,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from ..tasks.base import TaskSpec
+from ..config import TaskSpec
 
 
 class InputAdapter(nn.Module):

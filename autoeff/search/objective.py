@@ -148,8 +148,7 @@ def run_trial(space: Space, params: Mapping[str, Any], number: int, *, artifacts
             rec.checkpoint = save_checkpoint(model, cfg, Path(artifacts_dir) / f"trial-{number:04d}" / "model.pt",
                                              metrics=rec.metrics)
             rec.status = "complete"
-        rec.values = [float(rec.metrics[o.name]) for o in space.objectives]
-        rec.violations = [c.violation(rec.metrics) for c in space.constraints]
+        _score(space, rec)
     except ConfigError as e:
         rec.status, rec.reason = "failed", f"invalid candidate: {e}"
     except Exception as e:  # a failing trial is recorded with its reason; the search goes on
@@ -158,6 +157,12 @@ def run_trial(space: Space, params: Mapping[str, Any], number: int, *, artifacts
         rec.reason = f"{type(e).__name__}: {e}" + (f" [at {tb[-3].strip()}]" if len(tb) >= 3 else "")
     rec.duration_s = time.perf_counter() - t0
     return rec
+
+
+def _score(space: Space, rec: TrialRecord) -> None:
+    """Objective values and constraint violations from the record's metrics."""
+    rec.values = [float(rec.metrics[o.name]) for o in space.objectives]
+    rec.violations = [c.violation(rec.metrics) for c in space.constraints]
 
 
 def save_checkpoint(model, cfg: RunConfig, path: Path, metrics: Optional[Mapping[str, float]] = None) -> str:
@@ -181,7 +186,6 @@ def remeasure(space: Space, rec: TrialRecord) -> TrialRecord:
     for k in ("latency_ms", "peak_memory_mb"):
         rec.metrics[f"search_{k}"] = rec.metrics.get(k, float("nan"))
     rec.metrics.update(arch)
-    rec.values = [float(rec.metrics[o.name]) for o in space.objectives]
-    rec.violations = [c.violation(rec.metrics) for c in space.constraints]
+    _score(space, rec)
     rec.remeasured = True
     return rec

@@ -5,7 +5,6 @@ Add a task: one file with an options dataclass and a ``Task`` subclass decorated
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import tempfile
@@ -13,16 +12,23 @@ from typing import List, Type
 
 import torch
 
-from ..registry import Registry
+from ..config import task_spec  # noqa: F401  (re-exported: the spec of a configured task)
+from ..registry import TASKS
 from .base import SPLITS, Split, Task, TaskData, TaskSpec, cache_dir, content_hash
 
 log = logging.getLogger(__name__)
-_REGISTRY: Registry[Task] = Registry("task kind", "tasks.kind", base=Task, name_attr="kind")
+_REGISTRY = TASKS
 
 
 def register_task(kind: str):
     """Class decorator: register a Task subclass under ``kind``."""
-    return _REGISTRY.register(kind)
+
+    def deco(cls: Type[Task]) -> Type[Task]:
+        if not (isinstance(cls, type) and issubclass(cls, Task)):
+            raise TypeError(f"{cls!r} must subclass Task")
+        return _REGISTRY.register(kind)(cls)
+
+    return deco
 
 
 def get_task(kind: str) -> Type[Task]:
@@ -34,18 +40,11 @@ def list_tasks() -> List[str]:
     return _REGISTRY.names()
 
 
-def task_spec(task_cfg) -> TaskSpec:
-    """Spec of a configured task (``autoeff.config.TaskConfig``), named after it."""
-    cls = get_task(task_cfg.kind)
-    spec = cls.spec(task_cfg.options_typed())
-    return dataclasses.replace(spec, name=task_cfg.name)
-
-
 def load_task(task_cfg, data_dir: str = "") -> TaskData:
     """Build (or load from the on-disk cache) the splits of a configured task."""
     cls = get_task(task_cfg.kind)
     opts = task_cfg.options_typed()
-    spec = dataclasses.replace(cls.spec(opts), name=task_cfg.name)
+    spec = task_spec(task_cfg)
     if not cls.cacheable:
         return TaskData(spec, cls.build(opts))
     key = content_hash(cls.fingerprint(opts))

@@ -24,29 +24,11 @@ from typing import Any, Dict
 
 import torch
 
+from ..config import TaskSpec  # noqa: F401  (TaskSpec is part of the task contract)
 from ..errors import ConfigError
 
 SPLITS = ("train", "val", "test")
-INPUT_KINDS = ("tokens", "features")
 PAD = 0
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """What the model must know about a task's inputs and outputs."""
-
-    input_kind: str  # "tokens" | "features"
-    seq_len: int  # maximum number of positions fed to the encoder (before any CLS token)
-    num_classes: int
-    vocab_size: int = 0  # tokens: ids in [0, vocab_size), 0 = padding
-    feature_dim: int = 0  # features: size of each position's vector
-    pair: bool = False  # two sequences per example (e.g. retrieval)
-    metric: str = "accuracy"
-    name: str = ""  # the task's name within the run
-
-    def __post_init__(self):
-        if self.input_kind not in INPUT_KINDS:
-            raise ValueError(f"input_kind must be one of {INPUT_KINDS}, got {self.input_kind!r}")
 
 
 @dataclass

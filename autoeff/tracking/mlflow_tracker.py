@@ -108,11 +108,11 @@ class MLflowTracker(SearchCallback):
             tags.append(RunTag("fail_reason" if rec.status != "infeasible" else "infeasible_reason", rec.reason[:5000]))
         if rec.checkpoint:
             tags.append(RunTag("checkpoint", str(Path(rec.checkpoint).resolve())))
-        for i in range(0, max(len(metrics), len(params), 1), 900):
-            self.client.log_batch(run_id, metrics=metrics[i:i + 900], params=params[i:i + 90] if i == 0 else [],
-                                  tags=tags if i == 0 else [])
-        for i in range(90, len(params), 90):
-            self.client.log_batch(run_id, params=params[i:i + 90])
+        self.client.log_batch(run_id, tags=tags)
+        for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(run_id, params=params[i:i + 100])
+        for i in range(0, len(metrics), 1000):  # and 1000 metrics
+            self.client.log_batch(run_id, metrics=metrics[i:i + 1000])
         if rec.config:
             self.client.log_text(run_id, yaml.safe_dump(rec.config, sort_keys=False), "config.yaml")
         self.client.set_terminated(run_id, STATUS.get(rec.status, "FAILED"))

@@ -8,20 +8,14 @@ from typing import Any, Dict, List, Sequence
 from ..search.objective import TrialRecord
 from ..search.space import Space
 
-ARCH_KEYS = ("attention.kind", "model.depth", "model.width", "model.heads")
-
-
 def arch_summary(rec: TrialRecord) -> str:
     """A short architecture label: 'linformer(rank=64) d2 w128 h4'."""
     cfg = rec.config or {}
     att = cfg.get("attention", {})
     kind = att.get("kind", "?")
-    knobs = {k: v for k, v in att.get(kind, {}).items()} if isinstance(att.get(kind), dict) else {}
     searched = {k.split(".")[-1]: v for k, v in rec.params.items() if k.startswith(f"attention.{kind}.")}
-    shown = searched or {}
-    knob_s = "(" + ",".join(f"{k}={v}" for k, v in shown.items()) + ")" if shown else ""
+    knob_s = "(" + ",".join(f"{k}={v}" for k, v in searched.items()) + ")" if searched else ""
     m = cfg.get("model", {})
-    _ = knobs
     return f"{kind}{knob_s} d{m.get('depth', '?')} w{m.get('width', '?')} h{m.get('heads', '?')}"
 
 
