@@ -1,5 +1,5 @@
 """Measuring the deployable model: latency, peak memory of the inference pass, size."""
-from .latency import LatencyResult, measure_latency, thread_count
+from .latency import LatencyResult, measure_latency
 from .memory import MemoryResult, peak_memory
 from .size import model_size
 
@@ -10,4 +10,4 @@ def measure_model(*a, **k):
 
     return _m(*a, **k)
 
-__all__ = ["LatencyResult", "measure_latency", "thread_count", "MemoryResult", "peak_memory", "model_size", "measure_model"]
+__all__ = ["LatencyResult", "measure_latency", "MemoryResult", "peak_memory", "model_size", "measure_model"]

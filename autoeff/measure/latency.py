@@ -30,10 +30,6 @@ class LatencyResult:
         }
 
 
-def thread_count() -> int:
-    return torch.get_num_threads()
-
-
 def _quantile(xs: List[float], q: float) -> float:
     xs = sorted(xs)
     if len(xs) == 1:

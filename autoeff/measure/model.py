@@ -13,16 +13,22 @@ from .size import model_size
 
 
 def measure_model(model: AutoEffModel, specs: Sequence[TaskSpec], deploy: DeployConfig) -> Dict[str, Dict[str, float]]:
-    """Per task: latency (median and spread of repeated passes) and peak memory of one inference
-    pass at the deployment batch size and the task's sequence length. Returns
-    ``{task: {"latency_ms", "latency_p10_ms", "latency_p90_ms", "latency_spread", "peak_memory_mb", "threads"}}``
-    plus ``{"_model": {"params", "size_mb"}}``.
+    """Per task: latency (median and spread of repeated passes) and memory of one inference pass
+    at the deployment batch size and the task's sequence length. Returns
+    ``{task: {"latency_ms", "latency_p10_ms", "latency_p90_ms", "latency_spread",
+    "peak_memory_mb", "activation_peak_mb", "threads"}}`` plus ``{"_model": {"params", "size_mb"}}``.
+
+    ``peak_memory_mb`` is the deployed footprint: the parameters and buffers at their stored
+    size (what serving the model holds) plus ``activation_peak_mb``, the peak of the inference
+    pass above that idle baseline, seen on every thread (see :mod:`autoeff.measure.memory`).
     """
     device = deploy.device
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("deploy.device is cuda but no CUDA device is available")
     was_training = model.training
     model.eval().to(device)
+    size = model_size(model)
+    weights_mb = size["size_bytes"] / 2**20
     out: Dict[str, Dict[str, float]] = {}
     try:
         for spec in specs:
@@ -39,9 +45,9 @@ def measure_model(model: AutoEffModel, specs: Sequence[TaskSpec], deploy: Deploy
                 mem = peak_memory(run, device=device)
             finally:
                 torch.set_num_threads(old)
-            out[spec.name] = {**lat.as_metrics(), "peak_memory_mb": mem.peak_mb, "threads": float(lat.threads)}
+            out[spec.name] = {**lat.as_metrics(), "peak_memory_mb": weights_mb + mem.peak_mb,
+                              "activation_peak_mb": mem.peak_mb, "threads": float(lat.threads)}
     finally:
         model.train(was_training)
-    size = model_size(model)
-    out["_model"] = {"params": float(size["params"]), "size_mb": size["size_bytes"] / 2**20}
+    out["_model"] = {"params": float(size["params"]), "size_mb": weights_mb}
     return out

@@ -20,11 +20,4 @@ def model_size(model: nn.Module) -> Dict[str, int]:
         if isinstance(t, nn.Parameter) or t.requires_grad:
             n_params += t.numel()
         n_bytes += t.numel() * t.element_size()
-    # packed quantized modules keep their weights outside parameters(): count their state
-    for mod in model.modules():
-        if hasattr(mod, "_packed_params") or type(mod).__module__.startswith("torch.ao.nn.quantized"):
-            for v in mod.state_dict().values():
-                if isinstance(v, torch.Tensor) and (v.data_ptr(), v.numel(), v.dtype) not in seen:
-                    seen.add((v.data_ptr(), v.numel(), v.dtype))
-                    n_bytes += v.numel() * v.element_size()
     return {"params": int(n_params), "size_bytes": int(n_bytes)}

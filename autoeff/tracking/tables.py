@@ -5,8 +5,38 @@ import csv
 import io
 from typing import Any, Dict, List, Sequence
 
-from ..search.objective import TrialRecord
+from ..search.record import TrialRecord
 from ..search.space import Space
+
+#: what each metric of a trial run means (shown on the parent run and in the README)
+METRIC_DESCRIPTIONS = {
+    "accuracy": "validation accuracy; with several tasks, the per-task values combined by the accuracy "
+                "objective's aggregate (train.aggregate)",
+    "accuracy.<task>": "validation accuracy of one task",
+    "test_accuracy": "the same on the test splits (recorded, never used to choose)",
+    "majority.<task>": "validation accuracy of always answering the most frequent class",
+    "latency_ms": "median inference latency of the deployed model (eval mode) at deploy.batch_size and each "
+                  "task's sequence length, after warm-up; the worst task by default",
+    "latency_p10_ms / latency_p90_ms / latency_spread": "10th/90th percentile of the timed passes; "
+                                                        "spread = (p90 - p10) / median",
+    "peak_memory_mb": "deployed memory footprint: parameters and buffers at their stored size plus the peak "
+                      "of the inference pass (activation_peak_mb); what serving the model takes",
+    "activation_peak_mb": "peak memory of one inference pass above the idle model, every thread's tensor "
+                          "allocations (not the Python heap)",
+    "params": "parameters (shared ones once)",
+    "size_mb": "parameters and buffers at their stored size (MiB)",
+    "threads": "torch intra-op threads the latency was measured with",
+    "train_steps / train_time_s / train_loss": "optimizer steps taken, training wall time, last training loss",
+    "search_<metric>": "a front point's figure measured during the search, before the re-measurement alone",
+}
+
+
+def glossary_markdown() -> str:
+    """METRIC_DESCRIPTIONS as a Markdown table."""
+    rows = ["| metric | meaning |", "|---|---|"]
+    rows += [f"| `{k}` | {v} |" for k, v in METRIC_DESCRIPTIONS.items()]
+    return "\n".join(rows) + "\n"
+
 
 def arch_summary(rec: TrialRecord) -> str:
     """A short architecture label: 'linformer(rank=64) d2 w128 h4'."""

@@ -45,3 +45,36 @@ def test_model_size_counts_shared_parameters_once():
     m = nn.Sequential(a, a)
     s = model_size(m)
     assert s["params"] == 110 and s["size_bytes"] == 440
+
+
+def test_peak_memory_sees_allocations_on_worker_threads():
+    """A 10 MiB tensor made on another thread during the pass counts like one made here (the
+    profiler's memory events saw only the calling thread and read 0.0 MiB)."""
+    import queue
+    import threading
+
+    jobs, done = queue.SimpleQueue(), queue.SimpleQueue()
+
+    def worker():  # started before the measurement, like a thread pool
+        while (job := jobs.get()) is not None:
+            done.put(job())
+
+    t = threading.Thread(target=worker, daemon=True)
+    t.start()
+
+    def on_worker():
+        a = torch.empty(10 * 2**20 // 4)  # 10 MiB, allocated and freed on the worker
+        a.fill_(1.0)
+        return float(a[0])
+
+    def fn():
+        jobs.put(on_worker)
+        return done.get()
+
+    try:
+        r = peak_memory(fn)
+    finally:
+        jobs.put(None)
+        t.join()
+    assert 10 * 2**20 <= r.peak_bytes < 11 * 2**20, r
+    assert "every thread" in r.method
