@@ -35,11 +35,6 @@ from torch import nn
 _BLOCK_SCORES = 1 << 18
 
 
-def plain_linear(lin: nn.Module) -> bool:
-    """A plain nn.Linear whose weight may be sliced (not quantized, no hooks such as pruning's)."""
-    return type(lin) is nn.Linear and not lin._forward_pre_hooks and not lin._forward_hooks
-
-
 def needs_autograd(module: nn.Module, x: torch.Tensor) -> bool:
     """Whether this forward must build an autograd graph (else buffers are reused in place)."""
     return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in module.parameters()))

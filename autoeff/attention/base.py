@@ -13,7 +13,10 @@ Forward signature, for every family::
       y:    (B, N, D); values at padded positions are finite but meaningless
 
 Capability flags (class attributes) let the search space reject impossible candidates before
-anything is trained.
+anything is trained. A flag is a promise checked against behaviour by the contract tests
+(tests/attention/test_contract.py): a family that sets ``supports_causal`` takes
+``forward(x, mask, causal=True)`` and never lets position i see a later one; one that does not
+takes no ``causal`` argument at all.
 """
 from __future__ import annotations
 
@@ -43,7 +46,8 @@ class AttentionBase(nn.Module):
     needs_fixed_length: bool = False
     #: honours a padding mask (padded tokens never influence real ones)
     supports_padding_mask: bool = True
-    #: can run causally (decoder-style); autoeff's encoders do not need it
+    #: takes ``causal=True`` (decoder-style); autoeff's encoders do not need it, and no family
+    #: registered here implements it yet
     supports_causal: bool = False
     #: never materializes an N x N tensor
     subquadratic: bool = False
@@ -95,11 +99,3 @@ class AttentionBase(nn.Module):
             k = f"{prefix}.{key}" if prefix else key
             raise ConfigError(what, key=k, value=value, allowed=allowed, has_value=True)
 
-
-def padding_bias(mask: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
-    """(B, N) keep-mask -> additive (B, 1, 1, N) bias with -inf-like at padding."""
-    if mask is None:
-        return None
-    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
-    bias.masked_fill_(~mask, torch.finfo(dtype).min)
-    return bias[:, None, None, :]

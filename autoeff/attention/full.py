@@ -20,7 +20,6 @@ class FullOptions:
 @register_attention("full")
 class FullAttention(AttentionBase):
     options = FullOptions
-    supports_causal = True
 
     def __init__(self, dim, heads, opts=None, **kw):
         super().__init__(dim, heads, opts, **kw)

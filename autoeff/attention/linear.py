@@ -37,6 +37,11 @@ the model, so evaluation and export use exactly the features the model was train
 With ``redraw_interval`` = n > 0 they are redrawn every n forward passes in training mode
 (Performer's periodic redraw); never in eval mode. The default, 0, never redraws.
 
+Half precision (bf16, fp16): the projections run in the input's dtype, the feature maps, the
+state and the normalizer in fp32 (the state is a sum over every key, and FAVOR+'s normalizer of
+a query far from all keys is below fp16's smallest normal number), and the output is cast back.
+Without this, fp16 outputs were 0/0 = NaN or overflowed at widths of 64 and more.
+
 Attention dropout does not apply (there are no attention weights to drop); the encoder's
 residual dropout still applies. Causal use is not supported (autoeff's encoders do not need it).
 """
@@ -150,12 +155,15 @@ class LinearAttention(AttentionBase):
             if self._calls > 0 and self._calls % self.opts.redraw_interval == 0:
                 self.redraw_features()
             self._calls += 1
-        omega = self.omega.to(x.dtype) if favor else None  # (m, Dh)
+        # feature maps, state and normalizer in fp32 for half-precision inputs (see the module doc)
+        acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        omega = self.omega.to(acc) if favor else None  # (m, Dh)
         f = omega.shape[0] if favor else dh  # features per head
         w, bias = self.qkv.weight, self.qkv.bias  # (3D, D), (3D,)
-        wq, wk, wv = w[:d].t(), w[d:2 * d].t(), w[2 * d:].t()  # 3 x (D, D)
-        bq, bk, bv = bias[:d], bias[d:2 * d], bias[2 * d:]  # 3 x (D,)
-        wo_t = self.out.weight.t()  # (D, D)
+        wq, wk = w[:d].t(), w[d:2 * d].t()  # 2 x (D, D), the input's dtype
+        bq, bk = bias[:d], bias[d:2 * d]  # 2 x (D,)
+        wv, bv = w[2 * d:].t().to(acc), bias[2 * d:].to(acc)  # (D, D), (D,): values enter the state
+        wo_t, bo = self.out.weight.t().to(acc), self.out.bias.to(acc)  # (D, D), (D,)
         c = chunk_len(n, h, f)
         chunks = [(s, min(n, s + c)) for s in range(0, n, c)]
         grad = torch.is_grad_enabled()
@@ -172,7 +180,8 @@ class LinearAttention(AttentionBase):
             # pass 1, keys (and values) -> per-head state: S (H, F, Dh) or P (H, F, D); z (H, F)
             s_st = z_st = run = None  # run: favor's running max of real-key exponents, (H,)
             for (s0, s1), xc in zip(chunks, x_chunks):  # xc: (c, D) contiguous
-                k = torch.addmm(bk, xc, wk)  # (c, D)
+                k = torch.addmm(bk, xc, wk).to(acc)  # (c, D)
+                xc = xc.to(acc)
                 keep = None if mask is None else mask[bi, s0:s1]  # (c,)
                 scale = None
                 if favor:
@@ -214,27 +223,27 @@ class LinearAttention(AttentionBase):
             # pass 2, queries against the state
             outs: List[torch.Tensor] = []
             for (s0, s1), xc in zip(chunks, x_chunks):  # xc: (c, D)
-                q = torch.addmm(bq, xc, wq)  # (c, D)
+                q = torch.addmm(bq, xc, wq).to(acc)  # (c, D)
                 if favor:
                     e = favor_exponent(q.view(-1, h, dh), omega)  # (c, H, m)
                     phi = torch.exp(e - e.detach().amax(dim=-1, keepdim=True)).view(-1, h * f)  # (c, H*m), row max 1
                 else:
                     phi = EluPlusOne.apply(q)  # (c, H*Dh)
-                den = torch.mm(phi, zblock).clamp_min(1e-30)  # (c, H)
+                den = torch.mm(phi, zblock).clamp_min(torch.finfo(acc).tiny)  # (c, H)
                 a = (phi.view(-1, h, f) / den[:, :, None]).view(-1, h * f)  # (c, H*F)
-                dst = None if grad else y[bi, s0:s1]  # (c, D) contiguous slice of the output
+                dst = None if grad or acc != x.dtype else y[bi, s0:s1]  # (c, D) contiguous slice of the output
                 if f <= dh:
-                    o = torch.addmm(self.out.bias, a, m_st, out=dst) if dst is not None \
-                        else torch.addmm(self.out.bias, a, m_st)  # (c, D)
+                    o = torch.addmm(bo, a, m_st, out=dst) if dst is not None else torch.addmm(bo, a, m_st)  # (c, D)
                 else:
                     num = torch.bmm(a.view(-1, h, f).transpose(0, 1), s_st)  # (H, c, Dh)
                     num = num.transpose(0, 1).reshape(-1, d)  # (c, D)
-                    o = torch.addmm(self.out.bias, num, wo_t, out=dst) if dst is not None \
-                        else torch.addmm(self.out.bias, num, wo_t)  # (c, D)
+                    o = torch.addmm(bo, num, wo_t, out=dst) if dst is not None else torch.addmm(bo, num, wo_t)  # (c, D)
+                if dst is None and not grad:
+                    y[bi, s0:s1] = o  # cast back to the input's dtype
                 outs.append(o)
             if grad:
                 rows.append(torch.cat(outs, 0) if len(outs) > 1 else outs[0])  # (N, D)
-        return torch.stack(rows, 0) if grad else y  # (B, N, D)
+        return torch.stack(rows, 0).to(x.dtype) if grad else y  # (B, N, D)
 
     @classmethod
     def problems(cls, opts, *, seq_len, width, heads):

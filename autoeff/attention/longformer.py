@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import register_attention
-from ._window import WindowSpec, needs_autograd, neg_value, plain_linear, window_attention
+from ._window import WindowSpec, needs_autograd, neg_value, window_attention
 from .base import AttentionBase
 
 
@@ -108,22 +108,16 @@ class LongformerAttention(AttentionBase):
 
         # projections into zero-padded buffers in the natural layout; position p is query row p
         # and key row dil*wpad + p, head h is columns h*Dh..(h+1)*Dh
-        if fast and plain_linear(self.qkv):  # straight into the buffers, one at a time
+        if fast:  # straight into the buffers, one at a time
             qb = self._project(x, 0, nq, 0)  # (B, nq, D)
             kb = self._project(x, 1, nk, dil * wpad)  # (B, nk, D)
             vb = self._project(x, 2, nk, dil * wpad)  # (B, nk, D)
-        elif plain_linear(self.qkv):  # autograd: one projection at a time too
+        else:  # autograd: one projection at a time too
             w, bias = self.qkv.weight, self.qkv.bias
             qb = F.linear(x, w[:d], bias[:d])  # (B, N, D)
             qb = qb if nq == n else F.pad(qb, (0, 0, 0, nq - n))  # (B, nq, D)
             kb = F.pad(F.linear(x, w[d:2 * d], bias[d:2 * d]), (0, 0, dil * wpad, nk - n - dil * wpad))  # (B, nk, D)
             vb = F.pad(F.linear(x, w[2 * d:], bias[2 * d:]), (0, 0, dil * wpad, nk - n - dil * wpad))
-        else:  # a quantized / hooked projection: call the module
-            q, k, v = self.qkv(x).split(d, dim=-1)  # 3 x (B, N, D)
-            qb = F.pad(q, (0, 0, 0, nq - n))  # (B, nq, D)
-            kb = F.pad(k, (0, 0, dil * wpad, nk - n - dil * wpad))  # (B, nk, D)
-            vb = F.pad(v, (0, 0, dil * wpad, nk - n - dil * wpad))
-            del q, k, v
 
         # one sequence per (batch, head, residue r): rows r, r + dil, ... in steps of dil rows
         q_off, k_off, kb_of = [], [], []

@@ -5,8 +5,11 @@ random rotations R hashes every token to one of ``n_buckets`` buckets,
 h(x) = argmax([xR; -xR]); tokens are sorted by (bucket, position), the sorted sequence is cut
 into chunks of ``bucket_size`` tokens, and each chunk attends to itself and to the previous
 chunk, so a query sees the keys nearest to it in angle for O(N * bucket_size) work instead
-of O(N^2). ``n_buckets`` = N / bucket_size (rounded up to even), so the average bucket fills
-one chunk (lucidrains' reformer-pytorch convention).
+of O(N^2). ``n_buckets`` = max_len / bucket_size (rounded up to even), so at the layer's
+maximum length the average bucket fills one chunk (lucidrains' reformer-pytorch convention).
+The bucket count, and so the rotations, depend on the layer's ``max_len`` only, never on the
+length an input was padded to: the same sequence gives the same outputs at its real positions
+whatever padding its batch carries.
 
 As in the paper:
 
@@ -39,7 +42,7 @@ from torch import nn
 
 from . import register_attention
 from .base import AttentionBase
-from ._window import WindowSpec, needs_autograd, neg_value, plain_linear, window_attention
+from ._window import WindowSpec, needs_autograd, neg_value, window_attention
 
 # hashing works on row blocks: rows * heads * rounds * buckets / 2 floats at most
 _HASH_BLOCK = 1 << 20
@@ -51,12 +54,17 @@ class ReformerOptions:
     bucket_size: int = 64  # tokens per chunk (= average bucket size)
 
 
-def lsh_geometry(n: int, bucket_size: int) -> Tuple[int, int, int]:
-    """(n_buckets, chunk size c, chunks per round) for a sequence of n tokens."""
+def lsh_geometry(n: int, bucket_size: int, max_len: Optional[int] = None) -> Tuple[int, int, int]:
+    """(n_buckets, chunk size c, chunks per round) for a sequence of n tokens in a layer built
+    for ``max_len`` (default n). The bucket count depends on max_len only, the chunking on n."""
+    ref = n if max_len is None else max_len
+    if ref <= bucket_size:
+        nb = 1
+    else:
+        nb = -(-ref // bucket_size)
+        nb += nb % 2  # argmax over [xR, -xR] gives an even number of buckets
     if n <= bucket_size:
-        return 1, max(n, 1), 1
-    nb = -(-n // bucket_size)
-    nb += nb % 2  # argmax over [xR, -xR] gives an even number of buckets
+        return nb, max(n, 1), 1
     return nb, bucket_size, -(-n // bucket_size)
 
 
@@ -114,7 +122,7 @@ class ReformerAttention(AttentionBase):
         a bucket of their own after all the others.
         """
         n = qk.shape[1]
-        nb, c, mc = lsh_geometry(n, self.opts.bucket_size)
+        nb, c, mc = lsh_geometry(n, self.opts.bucket_size, self.max_len)
         np_ = mc * c
         bk = self.buckets(qk, nb)  # (B, H, R, N)
         bk = bk.masked_fill(~valid[:, None, None, :], nb)
@@ -130,11 +138,7 @@ class ReformerAttention(AttentionBase):
         neg = neg_value(x.dtype)
         valid = torch.ones(b, n, dtype=torch.bool, device=x.device) if mask is None else mask.to(torch.bool)
 
-        v = None
-        if plain_linear(self.qkv):  # V later, to keep fewer (B, N, D) tensors alive at once
-            qk = F.linear(x, self.qkv.weight[:d], self.qkv.bias[:d])  # (B, N, D) shared queries/keys
-        else:  # quantized / hooked projection: call the module
-            qk, v = (t.contiguous() for t in self.qkv(x).split(d, dim=-1))
+        qk = F.linear(x, self.qkv.weight[:d], self.qkv.bias[:d])  # (B, N, D) shared queries/keys; V later
         perm, c, mc = self.lsh_sort(qk, valid)  # (B, H, R, Np)
         np_ = mc * c
         S = b * h * R  # one sequence per (batch, head, round)
@@ -145,9 +149,8 @@ class ReformerAttention(AttentionBase):
         src = base + perm.clamp(max=n - 1) * h  # (B, H, R, Np)
         src = F.pad(src, (c, 0)).reshape(-1)  # c leading rows per sequence: the first chunk's look-back
         ks = qk.view(b * n * h, dh).index_select(0, src)  # (S*(c+Np), Dh) sorted keys
-        del qk
-        if v is None:
-            v = F.linear(x, self.qkv.weight[d:], self.qkv.bias[d:])  # (B, N, D)
+        del qk  # fewer (B, N, D) tensors alive at once
+        v = F.linear(x, self.qkv.weight[d:], self.qkv.bias[d:])  # (B, N, D)
         vs = v.view(b * n * h, dh).index_select(0, src)  # (S*(c+Np), Dh) sorted values
         del v, src
         norm = ks.norm(dim=-1, keepdim=True).clamp_min(1e-6)  # (S*(c+Np), 1)
