@@ -1,18 +1,19 @@
 """autoeff: search for deployable efficient transformers.
 
-Public surface: ``build_model``, ``load_config``, ``search``, ``list_attentions``.
+Public surface, the same verbs as the command line: ``run_search`` (`autoeff search`),
+``load_config`` and ``build_model`` (what `autoeff train` consumes), ``list_attentions``
+(`autoeff list attentions`). Importing ``autoeff`` is cheap: torch, Lightning, Optuna and
+MLflow are imported by the functions that need them.
 """
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .attention import list_attentions
 from .config import RunConfig, load_config
-from . import tasks as _tasks  # noqa: F401,E402  (fills the task registry)
 
 
 def build_model(cfg, specs=None):
-    """Build the model described by a RunConfig (or a path to a training-config YAML)."""
+    """Build the (untrained) model a RunConfig, or a training-config YAML path, describes."""
     from .model import build_model as _build
 
     if not isinstance(cfg, RunConfig):
@@ -20,11 +21,19 @@ def build_model(cfg, specs=None):
     return _build(cfg, specs)
 
 
-def search(space, overrides=(), **kwargs):
-    """Run a search from a space file (path) with optional dotlist overrides; returns the front."""
-    from .api import run_search
+def run_search(space, overrides=(), **kwargs):
+    """Run (or resume) the search a space file describes; returns a ``SearchResult``
+    (``.records``, ``.front``, ``.summary``). Same as `autoeff search --space SPACE k=v ...`."""
+    from .api import run_search as _run
 
-    return run_search(space, overrides, **kwargs)
+    return _run(space, overrides, **kwargs)
 
 
-__all__ = ["build_model", "load_config", "search", "list_attentions", "RunConfig", "__version__"]
+def list_attentions():
+    """Names of the registered attention families."""
+    from .registry import ATTENTIONS
+
+    return ATTENTIONS.names()
+
+
+__all__ = ["build_model", "load_config", "run_search", "list_attentions", "RunConfig", "__version__"]

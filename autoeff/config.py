@@ -25,6 +25,25 @@ from .errors import ConfigError
 from .registry import ATTENTIONS, TASKS
 
 INPUT_KINDS = ("tokens", "features")
+#: how per-task values combine into one figure (accuracy, latency, memory of a multi-task model)
+AGGREGATES = ("mean", "min", "max", "weighted")
+
+
+def aggregate(per_task: Mapping[str, float], how: str, weights: Optional[Mapping[str, float]] = None) -> float:
+    """Combine per-task values: ``mean``, ``min``, ``max``, or ``weighted`` by each task's weight."""
+    vals = list(per_task.values())
+    if not vals:
+        raise ValueError("nothing to aggregate")
+    if how == "mean":
+        return sum(vals) / len(vals)
+    if how == "min":
+        return min(vals)
+    if how == "max":
+        return max(vals)
+    if how == "weighted":
+        w = {k: (weights or {}).get(k, 1.0) for k in per_task}
+        return sum(per_task[k] * w[k] for k in per_task) / sum(w.values())
+    raise ValueError(f"unknown aggregate {how!r}; allowed: {', '.join(AGGREGATES)}")
 
 # --------------------------------------------------------------------------------------
 # The run config
@@ -126,6 +145,9 @@ class TrainConfig:
     seed: int = 0
     mix: str = field(default="round_robin", metadata={"choices": ("round_robin", "proportional")})
     val_batches: int = 0  # 0 = the whole validation split
+    #: how per-task validation accuracies combine into ``accuracy`` (a search sets it from its
+    #: accuracy objective, so a trial and `autoeff train` of its exported config agree)
+    aggregate: str = field(default="mean", metadata={"choices": AGGREGATES})
     threads: int = 0  # 0 = torch's default
     max_time_s: float = 0.0  # 0 = no wall-clock cap
     accelerator: str = field(default="cpu", metadata={"choices": ("cpu", "gpu", "auto")})
@@ -333,27 +355,53 @@ def parse_tasks(data: Any, prefix: str = "tasks") -> List[TaskConfig]:
     return out
 
 
-def parse_run_config(data: Mapping[str, Any], file: Optional[str] = None) -> RunConfig:
-    """Plain mapping (already loaded by OmegaConf) -> validated RunConfig."""
+def parse_run_config(data: Mapping[str, Any], file: Optional[str] = None, *, registered: bool = True) -> RunConfig:
+    """Plain mapping (already loaded by OmegaConf) -> validated RunConfig.
+
+    ``registered=False`` takes the ``attention`` and ``tasks`` sections as they are (plain data
+    that was validated before, e.g. a finished trial's config) instead of checking them against
+    the registries, which would import every family and task (and torch); the other sections are
+    checked as usual. The architecture checks need the registries and are skipped then.
+    """
     try:
         if not isinstance(data, Mapping):
             raise ConfigError("expected a mapping at the top level", value=data, has_value=True)
         unknown = [k for k in data if k not in RUN_SECTIONS]
         if unknown:
             raise ConfigError("unknown key", key=str(unknown[0]), allowed=RUN_SECTIONS)
+        if registered:
+            attention, tasks = parse_attention(data.get("attention")), parse_tasks(data.get("tasks"))
+        else:
+            attention, tasks = _trusted_attention(data.get("attention")), _trusted_tasks(data.get("tasks"))
         cfg = RunConfig(
             model=build_dataclass(ModelConfig, data.get("model"), "model"),
-            attention=parse_attention(data.get("attention")),
-            tasks=parse_tasks(data.get("tasks")),
+            attention=attention,
+            tasks=tasks,
             train=build_dataclass(TrainConfig, data.get("train"), "train"),
             deploy=build_dataclass(DeployConfig, data.get("deploy"), "deploy"),
             data_dir=coerce(data.get("data_dir", ""), str, "data_dir"),
         )
         check_ranges(cfg)
-        check_architecture(cfg)
+        if registered:
+            check_architecture(cfg)
         return cfg
     except ConfigError as e:
         raise e.with_file(file)
+
+
+def _trusted_attention(data: Any) -> AttentionConfig:
+    data = dict(data or {})
+    kind = data.pop("kind", "full")
+    return AttentionConfig(kind=kind, options={k: dict(v) for k, v in data.items()})
+
+
+def _trusted_tasks(data: Any) -> List[TaskConfig]:
+    out = []
+    for t in data or []:
+        t = dict(t)
+        kind = t.pop("kind")
+        out.append(TaskConfig(kind=kind, name=t.pop("name", kind), weight=float(t.pop("weight", 1.0)), options=t))
+    return out
 
 
 def check_ranges(cfg: RunConfig) -> None:

@@ -13,69 +13,26 @@ Order of work (issue: architecture-only figures do not depend on training):
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Sequence
 
 import torch
 
-from ..config import RunConfig
+from ..config import RunConfig, aggregate, parse_run_config, task_spec
 from ..errors import ConfigError
 from ..measure.model import measure_model
 from ..model import build_model
-from ..tasks import load_task, task_spec
-from ..training import evaluate, fit
+from ..tasks import load_task
+from ..training import save_checkpoint, train_and_evaluate
+from .record import TrialRecord
 from .space import Objective, Space
 
-ARCH_METRICS = ("latency_ms", "peak_memory_mb", "params", "size_mb")
+ARCH_METRICS = ("latency_ms", "peak_memory_mb", "activation_peak_mb", "params", "size_mb")
+PER_TASK_METRICS = ("latency_ms", "peak_memory_mb", "activation_peak_mb", "latency_p10_ms", "latency_p90_ms",
+                    "latency_spread")
 Log = Callable[[str], None]
-
-
-@dataclass
-class TrialRecord:
-    """Everything known about one trial; stored by the backend, logged by tracking."""
-
-    number: int
-    status: str  # running | complete | infeasible | failed | interrupted
-    params: Dict[str, Any] = field(default_factory=dict)
-    metrics: Dict[str, float] = field(default_factory=dict)
-    values: Optional[List[float]] = None  # objective values, in the space's order
-    violations: List[float] = field(default_factory=list)  # <= 0 satisfied, per constraint
-    reason: str = ""
-    config: Optional[Dict[str, Any]] = None  # the trial's RunConfig as plain data
-    checkpoint: str = ""
-    duration_s: float = 0.0
-    remeasured: bool = False
-    pareto: bool = False
-
-    @property
-    def feasible(self) -> bool:
-        return self.status == "complete" and all(v <= 0 for v in self.violations)
-
-    def to_json(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "TrialRecord":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-
-def aggregate(per_task: Mapping[str, float], how: str, weights: Mapping[str, float]) -> float:
-    vals = list(per_task.values())
-    if how == "mean":
-        return sum(vals) / len(vals)
-    if how == "min":
-        return min(vals)
-    if how == "max":
-        return max(vals)
-    if how == "weighted":
-        total = sum(weights[k] for k in per_task)
-        return sum(per_task[k] * weights[k] for k in per_task) / total
-    raise ValueError(how)
 
 
 def _agg_rule(objectives: Sequence[Objective], metric: str, default: str) -> str:
@@ -86,15 +43,15 @@ def _agg_rule(objectives: Sequence[Objective], metric: str, default: str) -> str
 
 
 def architecture_metrics(cfg: RunConfig, model, specs, objectives: Sequence[Objective]) -> Dict[str, float]:
-    """Deployment figures of a model, per task and aggregated by the objectives' rules."""
+    """Deployment figures of a model, per task and aggregated by the objectives' rules (a cost
+    that is no objective aggregates by ``max``: the model must serve every task)."""
     per = measure_model(model, specs, cfg.deploy)
     weights = {t.name: t.weight for t in cfg.tasks}
     tasks = [s.name for s in specs]
     m: Dict[str, float] = {}
-    for key in ("latency_ms", "peak_memory_mb", "latency_p10_ms", "latency_p90_ms", "latency_spread"):
+    for key in PER_TASK_METRICS:
         vals = {t: per[t][key] for t in tasks}
-        rule = _agg_rule(objectives, key, "max") if key in ("latency_ms", "peak_memory_mb") else "max"
-        m[key] = aggregate(vals, rule, weights)
+        m[key] = aggregate(vals, _agg_rule(objectives, key, "max"), weights)
         if len(tasks) > 1:
             for t in tasks:
                 m[f"{key}.{t}"] = vals[t]
@@ -119,7 +76,7 @@ def run_trial(space: Space, params: Mapping[str, Any], number: int, *, artifacts
         broken = [c for c in arch_constraints if not c.satisfied(arch)]
         if broken:  # confirm with a second measurement: one noisy spike must not discard a candidate
             again = architecture_metrics(cfg, model, specs, space.objectives)
-            for k in ("latency_ms", "peak_memory_mb"):
+            for k in ("latency_ms", "peak_memory_mb", "activation_peak_mb"):
                 arch[k] = min(arch[k], again[k])
             rec.metrics.update(arch)
             broken = [c for c in arch_constraints if not c.satisfied(arch)]
@@ -131,20 +88,8 @@ def run_trial(space: Space, params: Mapping[str, Any], number: int, *, artifacts
             rec.metrics["trained"] = 0.0
         else:
             data = [load_task(t, cfg.data_dir) for t in cfg.tasks]
-            fr = fit(model, data, cfg.train, progress=progress)
-            val = evaluate(model, data, "val", max_batches=cfg.train.val_batches)
-            test = evaluate(model, data, "test")
-            weights = {t.name: t.weight for t in cfg.tasks}
-            rule = _agg_rule(space.objectives, "accuracy", "mean")
-            rec.metrics["accuracy"] = aggregate(val, rule, weights)
-            rec.metrics["test_accuracy"] = aggregate(test, rule, weights)
-            for t in data:
-                n = t.spec.name
-                rec.metrics[f"accuracy.{n}"] = val[n]
-                rec.metrics[f"test_accuracy.{n}"] = test[n]
-                rec.metrics[f"majority.{n}"] = t.majority_accuracy("val")
-            rec.metrics.update({"train_steps": float(fr.steps), "train_time_s": fr.seconds,
-                                "train_loss": fr.last_loss, "trained": 1.0})
+            rec.metrics.update(train_and_evaluate(model, data, cfg, progress=progress))
+            rec.metrics["trained"] = 1.0
             rec.checkpoint = save_checkpoint(model, cfg, Path(artifacts_dir) / f"trial-{number:04d}" / "model.pt",
                                              metrics=rec.metrics)
             rec.status = "complete"
@@ -165,25 +110,15 @@ def _score(space: Space, rec: TrialRecord) -> None:
     rec.violations = [c.violation(rec.metrics) for c in space.constraints]
 
 
-def save_checkpoint(model, cfg: RunConfig, path: Path, metrics: Optional[Mapping[str, float]] = None) -> str:
-    """``{"config": RunConfig as data, "state_dict": ..., "metrics": ...}``; reload with
-    ``autoeff.build_model(load_config(...))`` + ``load_state_dict``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": cfg.to_dict(), "state_dict": model.state_dict(), "metrics": dict(metrics or {})}, path)
-    return str(path)
-
-
 def remeasure(space: Space, rec: TrialRecord) -> TrialRecord:
     """Re-measure a finished trial's deployed model alone on the machine (front candidates)."""
-    from ..config import parse_run_config
-
     cfg = parse_run_config(rec.config, file=f"trial {rec.number}")
     specs = [task_spec(t) for t in cfg.tasks]
     model = build_model(cfg, specs)
     if rec.checkpoint and Path(rec.checkpoint).exists():
         model.load_state_dict(torch.load(rec.checkpoint, weights_only=True)["state_dict"])
     arch = architecture_metrics(cfg, model, specs, space.objectives)
-    for k in ("latency_ms", "peak_memory_mb"):
+    for k in ("latency_ms", "peak_memory_mb", "activation_peak_mb"):
         rec.metrics[f"search_{k}"] = rec.metrics.get(k, float("nan"))
     rec.metrics.update(arch)
     _score(space, rec)

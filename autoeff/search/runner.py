@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Sequence
 
-from .objective import TrialRecord, remeasure
+from .record import TrialRecord
 from .pareto import hypervolume, pareto_front
 from .space import Space
 
@@ -92,6 +92,8 @@ def finalize(space: Space, records: List[TrialRecord], log: Callable[[str], None
     recompute the front on the re-measured figures."""
     front = front_of(space, records)
     if space.search.remeasure_front and front:
+        from .objective import remeasure  # torch: only when there is something to measure
+
         log(f"re-measuring the {len(front)} front candidates one at a time")
         for r in front:
             try:

@@ -32,13 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
-from ..config import RUN_SECTIONS, RunConfig, load_yaml, parse_run_config
+from ..config import AGGREGATES, RUN_SECTIONS, RunConfig, load_yaml, parse_run_config
 from ..errors import ConfigError
 
 DIM_TYPES = ("categorical", "int", "float")
-METRICS = ("accuracy", "latency_ms", "peak_memory_mb", "params", "size_mb")
+METRICS = ("accuracy", "latency_ms", "peak_memory_mb", "activation_peak_mb", "params", "size_mb")
 DIRECTIONS = {"max": "maximize", "maximize": "maximize", "min": "minimize", "minimize": "minimize"}
-AGGREGATES = ("mean", "min", "max", "weighted")
 SAMPLERS = ("tpe", "nsga2", "random")
 BACKENDS = ("optuna",)
 SPACE_SECTIONS = ("name", "space", "objectives", "constraints", "search", "export")
@@ -145,10 +144,13 @@ class Space:
                 values[d.name] = d.sample(s)
         return values
 
-    def materialize(self, params: Mapping[str, Any]) -> RunConfig:
-        """Fixed parts + sampled values -> a validated RunConfig (ConfigError if impossible)."""
+    def materialize(self, params: Mapping[str, Any], extra: Optional[Mapping[str, Any]] = None) -> RunConfig:
+        """Fixed parts + sampled values (+ ``extra`` overrides, nested or dotted) -> a validated
+        RunConfig (ConfigError if impossible)."""
         data = json.loads(json.dumps(self.base))  # deep copy of plain data
         for name, v in params.items():
+            set_path(data, name, v)
+        for name, v in flatten(extra or {}).items():
             set_path(data, name, v)
         return parse_run_config(prune_attention(data), file=self.file)
 
@@ -336,8 +338,13 @@ def _parse_constraints(raw: Any) -> List[Constraint]:
     return out
 
 
-def load_space(path: Union[str, Path], overrides: Sequence[str] = ()) -> Space:
-    """Read and check a search-space file. Raises ConfigError naming file, key, value, allowed."""
+def load_space(path: Union[str, Path], overrides: Sequence[str] = (), *, check: bool = True) -> Space:
+    """Read and check a search-space file. Raises ConfigError naming file, key, value, allowed.
+
+    ``check=False`` (the read-only commands: `pareto`, `export`) reads the file's structure,
+    objectives, constraints and settings but does not try candidates against the attention and
+    task registries, which would import torch; a search always checks.
+    """
     from ..config import build_dataclass
 
     file = str(path)
@@ -353,6 +360,11 @@ def load_space(path: Union[str, Path], overrides: Sequence[str] = ()) -> Space:
         raw_dims: List[Tuple[str, Any]] = []
         if data.get("space") is not None:
             _collect_dims(data["space"], "", raw_dims)
+        if not raw_dims:
+            raise ConfigError("nothing to search: the file has no dimensions under 'space'", key="space",
+                              value=data.get("space"), has_value=True,
+                              allowed="a mapping of config paths to choices or ranges, e.g. "
+                                      "space: {model.depth: [1, 2], attention.kind: [full, linformer]}")
         dims = [_parse_dim(n, s) for n, s in raw_dims]
         search = build_dataclass(SearchSettings, data.get("search"), "search")
         search.study_name = search.study_name or name
@@ -363,25 +375,58 @@ def load_space(path: Union[str, Path], overrides: Sequence[str] = ()) -> Space:
             raise ConfigError("unknown backend", key="search.backend", value=search.backend, allowed=BACKENDS, has_value=True)
         if search.n_trials < 1:
             raise ConfigError("must be >= 1", key="search.n_trials", value=search.n_trials, has_value=True)
+        from .stores import MLFLOW_TABLES, OPTUNA_TABLES, check_sqlite_store
+
+        check_sqlite_store(search.storage, what="an Optuna study database", tables=OPTUNA_TABLES,
+                           key="search.storage")
+        check_sqlite_store(search.mlflow_uri, what="an MLflow tracking store", tables=MLFLOW_TABLES,
+                           key="search.mlflow_uri")
         export = data.get("export") or {}
         if not isinstance(export, Mapping):
             raise ConfigError("expected a mapping of run-config overrides", key="export", value=export, has_value=True)
-        space = Space(file=file, name=name, base=base, dims=dims, objectives=_parse_objectives(data.get("objectives")),
+        objectives = _parse_objectives(data.get("objectives"))
+        _set_accuracy_aggregate(base, objectives)
+        space = Space(file=file, name=name, base=base, dims=dims, objectives=objectives,
                       constraints=_parse_constraints(data.get("constraints")), search=search,
                       export_overrides=dict(export))
-        _check_dims(space)
-        _check_combinations(space)
+        _check_dims(space, check)
+        if check:
+            _check_combinations(space)
+            if space.export_overrides:  # the exported config must be valid too
+                try:
+                    space.materialize(_candidate(space, {}), extra=space.export_overrides)
+                except ConfigError as e:
+                    raise ConfigError(e.problem, key=f"export.{e.key}" if e.key else "export", value=e.value,
+                                      allowed=e.allowed, has_value=e.has_value) from None
     except ConfigError as e:
         raise e.with_file(file)
     return space
 
 
-def _check_dims(space: Space) -> None:
-    from ..attention import list_attentions
+def _set_accuracy_aggregate(base: Dict[str, Any], objectives: Sequence[Objective]) -> None:
+    """The accuracy objective's aggregate rule becomes ``train.aggregate`` of every trial, so a
+    trial and `autoeff train` of its exported config compute ``accuracy`` the same way."""
+    acc = next((o for o in objectives if o.name == "accuracy"), None)
+    if acc is None:
+        return
+    train = base.get("train")
+    if train is None:
+        train = base["train"] = {}
+    if not isinstance(train, dict):
+        return  # reported by the config check
+    given = train.get("aggregate")
+    if given is not None and given != acc.aggregate:
+        raise ConfigError(f"conflicts with objectives.accuracy.aggregate ({acc.aggregate}); set one of them",
+                          key="train.aggregate", value=given, allowed=[acc.aggregate], has_value=True)
+    train["aggregate"] = acc.aggregate
+
+
+def _check_dims(space: Space, check_families: bool = True) -> None:
+    from ..registry import ATTENTIONS
 
     names = {d.name for d in space.dims}
     fixed = flatten(space.base)
-    families = set(list_attentions())
+    families = set(ATTENTIONS.names()) if check_families else None
     ordered: List[Dimension] = []
     for d in space.dims:
         section = d.name.split(".")[0]
@@ -391,11 +436,11 @@ def _check_dims(space: Space) -> None:
         parts = d.name.split(".")
         if section == "attention" and len(parts) >= 3:
             fam = parts[1]
-            if fam not in families:
+            if families is not None and fam not in families:
                 raise ConfigError("unknown attention family", key=f"space.{d.name}", value=fam,
                                   allowed=sorted(families), has_value=True)
             d.when.setdefault("attention.kind", (fam,))
-        if d.name == "attention.kind":
+        if d.name == "attention.kind" and families is not None:
             bad = [c for c in d.choices if c not in families] if d.type == "categorical" else ["<not categorical>"]
             if bad:
                 raise ConfigError("unknown attention type", key="space.attention.kind", value=bad[0],

@@ -27,11 +27,11 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from ..search.objective import TrialRecord
+from ..search.record import TrialRecord
 from ..search.runner import SearchCallback
 from ..search.space import Space, flatten
 from .plots import front_figure
-from .tables import front_rows, to_csv, to_text
+from .tables import front_rows, glossary_markdown, to_csv, to_text
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "creating tables" lines amid the progress
 
@@ -132,7 +132,9 @@ class MLflowTracker(SearchCallback):
                 self.experiment_id, run_name=f"search:{space.search.study_name}",
                 tags={"autoeff.role": "search", "autoeff.study": space.search.study_name,
                       "autoeff.storage": space.search.storage, "autoeff.backend": info.get("backend", ""),
-                      "autoeff.space_file": str(space.file)},
+                      "autoeff.space_file": str(space.file),
+                      "mlflow.note.content": f"autoeff search of `{space.file}` (study `{space.search.study_name}`)."
+                                             "\n\n## Metrics of the trial runs\n\n" + glossary_markdown()},
             )
             self.parent_id = run.info.run_id
             self.client.log_batch(self.parent_id, params=[

@@ -8,7 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..search.objective import TrialRecord  # noqa: E402
+from ..search.record import TrialRecord  # noqa: E402
 from ..search.space import Space  # noqa: E402
 
 MARKERS = "osD^v<>pPX*h"

@@ -47,15 +47,19 @@ class _Progress(pl.Callback):
             self.fn(step, self.max_steps, module.last_loss)
 
 
-def fit(model: AutoEffModel, tasks: Sequence[TaskData], cfg: TrainConfig, *,
+def fit(model: AutoEffModel, tasks: Sequence[TaskData], cfg: TrainConfig, *, weights: Sequence[float] = (),
         progress: Optional[ProgressFn] = None, accelerator: Optional[str] = None) -> FitResult:
-    """Train ``model`` in place on ``tasks`` for ``cfg.max_steps`` steps (or ``cfg.max_time_s``)."""
+    """Train ``model`` in place on ``tasks`` for ``cfg.max_steps`` steps (or ``cfg.max_time_s``).
+
+    ``weights`` (one per task, default 1.0) drive ``proportional`` mixing: a task's share of the
+    steps is proportional to weight x train size.
+    """
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    weights = {t.spec.name: 1.0 for t in tasks}
-    stream = MixedTaskBatches(tasks, batch_size=cfg.batch_size, mix=cfg.mix,
-                              weights=[weights[t.spec.name] for t in tasks], seed=cfg.seed)
+    if weights and len(weights) != len(tasks):
+        raise ValueError(f"{len(weights)} weights for {len(tasks)} tasks")
+    stream = MixedTaskBatches(tasks, batch_size=cfg.batch_size, mix=cfg.mix, weights=list(weights), seed=cfg.seed)
     loader = DataLoader(stream, batch_size=None, num_workers=0)
     module = AutoEffLightning(model, cfg)
     callbacks = [_Progress(progress, cfg.max_steps, max(1, cfg.max_steps // 10))] if progress else []

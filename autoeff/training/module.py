@@ -15,11 +15,10 @@ from ..model import AutoEffModel
 class AutoEffLightning(pl.LightningModule):
     """Cross-entropy on each batch's task; AdamW with linear warm-up and cosine decay."""
 
-    def __init__(self, model: AutoEffModel, train_cfg: TrainConfig, task_weights: Dict[str, float] | None = None):
+    def __init__(self, model: AutoEffModel, train_cfg: TrainConfig):
         super().__init__()
         self.model = model
         self.cfg = train_cfg
-        self.task_weights = task_weights or {}
         self.last_loss = float("nan")
         self.steps_per_task: Dict[str, int] = {name: 0 for name in model.task_names}
 

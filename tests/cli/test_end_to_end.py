@@ -1,8 +1,10 @@
 """The real CLI on the smoke space: search -> MLflow store -> pareto -> export -> train -> reload."""
 import json
+import re
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -56,17 +58,33 @@ def test_search_mlflow_export_train_roundtrip(tmp_path, repo, autoeff_cmd):
     r = run(autoeff_cmd + ["pareto", "--space", space, "--format", "json"], tmp_path)
     assert {str(row["trial"]) for row in json.loads(r.stdout)} == set(front_ids)
 
-    out = tmp_path / "chosen.yaml"
-    run(autoeff_cmd + ["export", "--space", space, "--rule", "highest accuracy with latency_ms <= 1000", "-o", str(out)], tmp_path)
+    out = tmp_path / "model.yaml"  # the README's names
+    run(autoeff_cmd + ["export", "--space", space, "--rule", "highest accuracy with latency_ms <= 1000", "-o", "model.yaml"], tmp_path)
     doc = yaml.safe_load(out.read_text())
     assert str(doc["autoeff"]["exported_from"]["trial"]) in front_ids
     assert doc["train"]["max_steps"] == 50  # the space's export budget
-    run(autoeff_cmd + ["train", "--config", str(out), "--out", str(tmp_path / "run"), "train.max_steps=5"], tmp_path)
+    run(autoeff_cmd + ["train", "--config", "model.yaml", "train.max_steps=5"], tmp_path)
     cfg = autoeff.load_config(out)
     model = autoeff.build_model(cfg)
-    blob = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    blob = torch.load(tmp_path / "runs" / "model" / "model.pt", weights_only=True)
     model.load_state_dict(blob["state_dict"])
     assert 0.0 <= blob["metrics"]["accuracy"] <= 1.0
+
+    # the read-only commands never import torch, Lightning or MLflow (they answer in about a second)
+    probe = ("import sys, contextlib, io\nfrom autoeff.cli import main\n"
+             "for argv in (['pareto', '--space', SPACE], ['export', '--space', SPACE, '--trial', TRIAL, '-o', 'x.yaml']):\n"
+             "    with contextlib.redirect_stdout(io.StringIO()):\n        assert main(argv) == 0, argv\n"
+             "print(sorted(m for m in ('torch', 'pytorch_lightning', 'lightning', 'mlflow') if m in sys.modules))\n")
+    r = run([sys.executable, "-c", probe.replace("SPACE", repr(space)).replace("TRIAL", repr(front_ids[0]))], tmp_path)
+    assert r.stdout.strip() == "[]", r.stdout
+
+    # the README's Python example, as written, in the folder where its commands just ran
+    (tmp_path / "search_spaces").symlink_to(repo / "search_spaces")
+    blocks = re.findall(r"```python\n(.*?)```", (repo / "README.md").read_text(), re.S)
+    assert blocks, "README.md has no Python example"
+    for code in blocks:
+        r = run([sys.executable, "-c", code], tmp_path)
+    assert "full" in r.stdout and "linformer" in r.stdout
 
 
 def _states(db):

@@ -113,6 +113,13 @@ def _mutations():
         ("empty categorical", m(lambda d: d["space"]["model"].update(width=[])), ["model.width"]),
         ("dimension outside the config", m(lambda d: d["space"].update({"tasks.seq_len": [1, 2]})), ["tasks.seq_len"]),
         ("condition on unknown dim", m(lambda d: d["space"]["model"].update(ffn_mult={"type": "float", "low": 1, "high": 2, "when": {"model.deep": [1]}})), ["model.deep"]),
+        ("bad export override", m(lambda d: d.update(export={"train": {"max_stepz": 5}})), ["export.train.max_stepz"]),
+        ("aggregate conflict", m(lambda d: d.update(train={"aggregate": "min"}, objectives={"accuracy": {"direction": "max", "aggregate": "mean"}})),
+         ["train.aggregate", "objectives.accuracy.aggregate"]),
+        ("no dimensions", m(lambda d: d.pop("space")), ["nothing to search", "'space'"]),
+        ("empty space section", m(lambda d: d.update(space={})), ["nothing to search"]),
+        ("empty file", "", ["nothing to search"]),
+        ("only a comment", "# a search space, some day\n", ["nothing to search"]),
         ("not YAML", "name: [unclosed\n  - : :\n", ["YAML"]),
         ("not a mapping", "- just\n- a list\n", ["mapping"]),
     ]
@@ -166,3 +173,41 @@ def test_every_shipped_space_parses_and_samples(repo):
         for seed in range(10):
             cfg = s.materialize(s.sample(RandomSuggest(seed)))
             assert cfg.model.width % cfg.model.heads == 0
+
+
+@pytest.mark.parametrize("key,content", [
+    ("search.storage", b"this is not a database, just text\n"),
+    ("search.mlflow_uri", b"\x00\x01garbage"),
+])
+def test_a_store_that_is_not_a_database_is_refused_and_left_alone(tmp_path, autoeff_cmd, key, content):
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(content)
+    space = write(tmp_path, BASE)
+    r = subprocess.run(autoeff_cmd + ["search", "--space", str(space), f"{key}=sqlite:///{garbage}"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("autoeff: error:")]
+    assert len(lines) == 1 and "not an SQLite database" in lines[0] and key in lines[0], r.stderr
+    assert garbage.read_bytes() == content  # not modified
+
+
+def test_a_database_of_something_else_is_refused(tmp_path):
+    import sqlite3
+
+    other = tmp_path / "other.db"
+    con = sqlite3.connect(other)
+    con.execute("create table invoices (id integer)")
+    con.commit()
+    con.close()
+    before = other.read_bytes()
+    with pytest.raises(ConfigError, match="invoices"):
+        load_space(write(tmp_path, BASE), [f"search.storage=sqlite:///{other}"])
+    assert other.read_bytes() == before
+
+
+def test_the_accuracy_objective_sets_how_trials_aggregate(tmp_path):
+    doc = copy.deepcopy(BASE)
+    doc["objectives"] = {"accuracy": {"direction": "max", "aggregate": "min"}, "latency_ms": "min"}
+    s = load_space(write(tmp_path, doc))
+    assert s.materialize(s.sample(RandomSuggest(0))).train.aggregate == "min"

@@ -13,16 +13,16 @@ def overrides(tmp_path, n=3, *extra):
 
 
 def test_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, repo, monkeypatch):
-    real_fit = objective.fit
+    real_train = objective.train_and_evaluate
     calls = []
 
-    def flaky_fit(model, data, cfg, **kw):
+    def flaky_train(model, data, cfg, **kw):
         calls.append(1)
         if len(calls) == 2:
             raise RuntimeError("boom: simulated out-of-memory")
-        return real_fit(model, data, cfg, **kw)
+        return real_train(model, data, cfg, **kw)
 
-    monkeypatch.setattr(objective, "fit", flaky_fit)
+    monkeypatch.setattr(objective, "train_and_evaluate", flaky_train)
     res = run_search(str(repo / "search_spaces" / "smoke.yaml"), overrides(tmp_path), quiet=True)
     statuses = [r.status for r in res.records]
     assert statuses.count("failed") == 1 and statuses.count("complete") == 2
@@ -41,7 +41,7 @@ def test_architecture_breaking_a_constraint_is_not_trained(tmp_path, repo, monke
     def no_training(*a, **k):
         raise AssertionError("training must be skipped")
 
-    monkeypatch.setattr(objective, "fit", no_training)
+    monkeypatch.setattr(objective, "train_and_evaluate", no_training)
     res = run_search(str(repo / "search_spaces" / "smoke.yaml"),
                      overrides(tmp_path, 2, "constraints=[latency_ms <= 0.000001]"), quiet=True, track=False)
     assert [r.status for r in res.records] == ["infeasible", "infeasible"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import List
 
-from ..objective import TrialRecord
+from ..record import TrialRecord
 from ..space import Space
 
 

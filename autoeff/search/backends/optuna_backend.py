@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import optuna
 from optuna.trial import TrialState
 
-from ..objective import TrialRecord, run_trial
+from ..record import TrialRecord
 from ..runner import Progress, SearchCallback, SearchResult, finalize
 from ..space import Space
 
@@ -126,26 +126,7 @@ class OptunaBackend:
     # ---- records ------------------------------------------------------------------
     def records(self) -> List[TrialRecord]:
         """One record per trial, in trial order (interrupted ones included)."""
-        remeasured = self.study.user_attrs.get(REMEASURED, {})
-        out = []
-        for ft in self.study.get_trials(deepcopy=False):
-            raw = ft.user_attrs.get(RECORD)
-            if raw and raw.get("status") == "duplicate":
-                continue  # a re-proposal answered from its twin: not a trial of its own
-            if raw:
-                rec = TrialRecord.from_json(raw)
-            else:
-                rec = TrialRecord(number=ft.number, status="running", params=dict(ft.params))
-            if ft.state == TrialState.FAIL and not raw:
-                rec.status, rec.reason = "failed", ft.user_attrs.get("autoeff.fail_reason", "failed")
-            if ft.user_attrs.get("autoeff.interrupted") or ft.system_attrs.get("autoeff.interrupted"):
-                rec.status, rec.reason = "interrupted", "the search process was killed during this trial"
-            if str(ft.number) in remeasured:
-                upd = remeasured[str(ft.number)]
-                rec.metrics.update(upd["metrics"])
-                rec.values, rec.violations, rec.remeasured = upd["values"], upd["violations"], True
-            out.append(rec)
-        return out
+        return study_records(self.study)
 
     def _save_remeasured(self, rec: TrialRecord) -> None:
         d = dict(self.study.user_attrs.get(REMEASURED, {}))
@@ -208,6 +189,7 @@ class OptunaBackend:
         for cb in callbacks:
             cb.on_search_start(space, self.records(), info)
         artifacts = str(Path(space.search.artifacts) / space.search.study_name)
+        from ..objective import run_trial  # torch and Lightning: only a running search needs them
         dupes = 0
         while done < space.search.n_trials:
             trial = self.study.ask()
@@ -253,20 +235,54 @@ class OptunaBackend:
         return result
 
 
+def study_records(study: optuna.Study) -> List[TrialRecord]:
+    """One record per trial of a study, in trial order (interrupted ones included; re-proposals
+    answered from a twin left out), with re-measured figures applied."""
+    remeasured = study.user_attrs.get(REMEASURED, {})
+    out = []
+    for ft in study.get_trials(deepcopy=False):
+        raw = ft.user_attrs.get(RECORD)
+        if raw and raw.get("status") == "duplicate":
+            continue  # a re-proposal answered from its twin: not a trial of its own
+        if raw:
+            rec = TrialRecord.from_json(raw)
+        else:
+            rec = TrialRecord(number=ft.number, status="running", params=dict(ft.params))
+        if ft.state == TrialState.FAIL and not raw:
+            rec.status, rec.reason = "failed", ft.user_attrs.get("autoeff.fail_reason", "failed")
+        if ft.user_attrs.get("autoeff.interrupted") or ft.system_attrs.get("autoeff.interrupted"):
+            rec.status, rec.reason = "interrupted", "the search process was killed during this trial"
+        if str(ft.number) in remeasured:
+            upd = remeasured[str(ft.number)]
+            rec.metrics.update(upd["metrics"])
+            rec.values, rec.violations, rec.remeasured = upd["values"], upd["violations"], True
+        out.append(rec)
+    return out
+
+
 def load_records(space: Space) -> List[TrialRecord]:
-    """Records of a stored study (for `autoeff pareto` / `autoeff export`), front flags set."""
+    """Records of a stored study (for `autoeff pareto` / `autoeff export`), front flags set.
+    Reads the storage only: nothing is created or migrated."""
+    from ...errors import ConfigError
     from ..runner import front_of
+    from ..stores import sqlite_path
 
+    def missing() -> ConfigError:
+        return ConfigError(f"no study named '{space.search.study_name}' in {space.search.storage}; run "
+                           f"`autoeff search --space {space.file}` first", file=space.file, key="search.study_name",
+                           value=space.search.study_name, has_value=True)
+
+    storage: Any = space.search.storage
+    path = sqlite_path(storage)
+    if path is not None:
+        if not path.exists() or path.stat().st_size == 0:
+            raise missing()
+        storage = optuna.storages.RDBStorage(storage, skip_compatibility_check=True, skip_table_creation=True)
     try:
-        optuna.load_study(study_name=space.search.study_name, storage=space.search.storage)
+        study = optuna.load_study(study_name=space.search.study_name, storage=storage)
     except KeyError:
-        from ...errors import ConfigError
-
-        raise ConfigError(f"no study named '{space.search.study_name}' in {space.search.storage}; run "
-                          f"`autoeff search --space {space.file}` first", file=space.file, key="search.study_name",
-                          value=space.search.study_name, has_value=True) from None
-    backend = OptunaBackend(space)
-    recs = backend.records()
+        raise missing() from None
+    recs = study_records(study)
     front = {r.number for r in front_of(space, recs)}
     for r in recs:
         r.pareto = r.number in front
