@@ -9,8 +9,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
-#: statuses a record can have; only ``complete`` trials can enter a front
-STATUSES = ("running", "complete", "infeasible", "failed", "interrupted")
+#: statuses a record can have; only ``complete`` trials can enter a front. ``pruned``: stopped
+#: early by a multi-fidelity rule (its reason says at which rung and why)
+STATUSES = ("running", "complete", "infeasible", "failed", "interrupted", "pruned")
 
 
 @dataclass
