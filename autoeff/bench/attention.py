@@ -3,13 +3,19 @@
 For each sequence length N (outer loop, so that all families at one N are measured close in
 time and under the same machine load) and each variant (a family plus its knobs), one whole
 attention layer (input and output projections included) is built with a fixed seed and
-measured on a (batch, N, width) input:
+measured on a (batch, N, width) input with a padding mask, as the encoder calls its layers
+(True at real tokens; the second half of the batch is padded over its last eighth):
 
 * forward latency in eval mode: warm-up, then the median of timed passes
   (:func:`autoeff.measure.measure_latency`);
 * forward+backward time in train mode (the input requires grad, as inside an encoder);
-* peak memory of each pass above the idle baseline (:func:`autoeff.measure.peak_memory`,
-  ``grad=True`` for forward+backward);
+* peak memory of each pass above the idle baseline, every thread's allocations
+  (:func:`autoeff.measure.peak_memory`, ``grad=True`` for forward+backward), and the layer's
+  parameters (its footprint is the two together);
+* the price of the speed: the relative error of the forward output against full attention's
+  on the same input with the same projection weights (the variant's Q/K/V/output projections
+  are copied from the full-attention layer; Reformer's shared QK takes the query rows),
+  ``|y - y_full| / |y_full|`` over the real positions (Frobenius norms);
 * ratios to full attention at the same N (speed-up = full's time / the variant's time;
   memory ratio = the variant's peak / full's), and the log-log slope of memory (and time)
   against N.
@@ -24,7 +30,9 @@ Errors (out of memory, a family rejecting its options at a size) are reported, n
 
 Timing protocol: the memory pass runs first and doubles as the first warm-up; its wall time
 sets the number of timed repeats so that one measurement takes about ``--budget-s`` (at
-least 1 repeat, at most ``--repeats``); long calls get no extra warm-up.
+least ``MIN_TIMED`` = 3 calls, at most ``--repeats``); long calls get no extra warm-up. The skip
+rule budgets a pass as its memory pass plus 3 timed calls; a cell that still ends with fewer
+than 3 timed calls (an error mid-way) is marked in the tables.
 
 Outputs in ``--out``: ``results.csv``, ``results.json`` (settings, rows, slopes, targets),
 ``results.md`` (the tables, ready to paste into a README) and ``attention_bench.png``
@@ -51,7 +59,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ..attention import get_attention, list_attentions
-from ..measure import measure_latency, peak_memory
+from ..measure import measure_latency, model_size, peak_memory
 from ..measure.latency import _quantile
 
 
@@ -88,6 +96,7 @@ TARGET_MEM_SLOPE = 1.1
 ISSUE_SETTINGS = {"batch": 4, "width": 256, "heads": 4, "dtype": "fp32"}
 
 README_BEGIN, README_END = "<!-- results:begin -->", "<!-- results:end -->"
+MIN_TIMED = 3  # timed calls per cell at least (after the warm-up), wherever the skip rule allows
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PASSES = ("fwd", "fb")
 
@@ -285,13 +294,58 @@ def _plan(variant: Variant, n: int, *, args, history, param_history, mem_limit) 
         t_pred = _predict([(a, t) for a, t, _ in pts], n, default_slope)
         m_pred = _predict([(a, m) for a, _, m in pts], n, default_slope)
         if t_pred is not None and t_pred > args.max_call_s:
-            row[f"{p}_status"] = f"skipped: predicted {t_pred:.0f} s per call > --max-call-s {args.max_call_s:g}"
+            row[f"{p}_status"] = (f"skipped: predicted {t_pred:.0f} s per call > --max-call-s {args.max_call_s:g} "
+                                  f"(a cell takes {MIN_TIMED + 1} calls)")
         elif m_pred is not None and m_pred + pred_params > mem_limit:
             row[f"{p}_status"] = (f"skipped: predicted {(m_pred + pred_params) / 2**30:.1f} GiB > "
                                   f"limit {mem_limit / 2**30:.1f} GiB")
         else:
             plans[p] = True
     return entry, fam, opts, plans
+
+
+def bench_mask(batch: int, n: int) -> torch.Tensor:
+    """(batch, n) keep-mask as the encoder passes one: True at real tokens; the second half of
+    the batch is padded over its last eighth (never the first token)."""
+    mask = torch.ones(batch, n, dtype=torch.bool)
+    mask[batch // 2:, max(1, n - n // 8):] = False
+    return mask
+
+
+@torch.no_grad()
+def copy_projections(full: torch.nn.Module, other: torch.nn.Module) -> None:
+    """Give ``other`` full attention's Q/K/V and output projections where it has them, so that
+    its error against full attention measures the attention mechanism, not other weights.
+    Reformer's shared QK projection takes the query rows; Synthesizer's value (and, with mix,
+    query/key) projections take theirs."""
+    d = full.out.weight.shape[0]
+    wq, wk, wv = full.qkv.weight.split(d)
+    bq, bk, bv = full.qkv.bias.split(d)
+    params = dict(other.named_parameters())
+    sources = {
+        "out.weight": full.out.weight, "out.bias": full.out.bias,
+        "qkv.weight": {3 * d: full.qkv.weight, 2 * d: torch.cat([wq, wv])},
+        "qkv.bias": {3 * d: full.qkv.bias, 2 * d: torch.cat([bq, bv])},
+        "v.weight": wv, "v.bias": bv, "qk.weight": torch.cat([wq, wk]), "qk.bias": torch.cat([bq, bk]),
+    }
+    for name, src in sources.items():
+        p = params.get(name)
+        if p is None:
+            continue
+        if isinstance(src, dict):
+            src = src.get(p.shape[0])
+        if src is not None and src.shape == p.shape:
+            p.copy_(src)
+
+
+@torch.no_grad()
+def _error_vs_full(full: torch.nn.Module, model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor) -> float:
+    """Relative error of ``model``'s forward output against ``full``'s at the real positions."""
+    full.eval()
+    model.eval()
+    ref = full(x, mask)[mask].float()
+    out = model(x, mask)[mask].float()
+    return float((out - ref).norm() / ref.norm().clamp_min(1e-30))
 
 
 def _bench_length(n: int, variants: List[Variant], *, args, device: str, dtype: torch.dtype,
@@ -306,7 +360,9 @@ def _bench_length(n: int, variants: List[Variant], *, args, device: str, dtype: 
     x = torch.randn(args.batch, n, args.width, generator=g).to(device=device, dtype=dtype)
     xg = x.detach().clone().requires_grad_(True)
     gy = torch.randn(x.shape, generator=g).to(device=device, dtype=dtype)
+    mask = bench_mask(args.batch, n).to(device)
     entries: List[_Entry] = []
+    full_model = None
     for v in variants:
         entry, fam, opts, plans = _plan(v, n, args=args, history=history, param_history=param_history,
                                         mem_limit=mem_limit)
@@ -317,19 +373,23 @@ def _bench_length(n: int, variants: List[Variant], *, args, device: str, dtype: 
         try:
             torch.manual_seed(args.seed)
             model = fam(args.width, args.heads, opts, max_len=n).to(device=device, dtype=dtype)
+            if v.label == "full":
+                full_model = model
+            elif full_model is not None:
+                copy_projections(full_model, model)
             entry.model = model
-            param_bytes = sum(t.numel() * t.element_size() for t in model.parameters())
+            param_bytes = model_size(model)["size_bytes"]  # parameters and buffers, as stored
             param_history.setdefault(v.label, []).append((n, float(param_bytes)))
             row["param_mb"] = param_bytes / 2**20
 
             def fwd(model=model):
-                return model(x)
+                return model(x, mask)
 
             def fb(model=model):
                 with torch.inference_mode(False), torch.enable_grad():
                     model.zero_grad(set_to_none=True)
                     xg.grad = None
-                    model(xg).backward(gy)
+                    model(xg, mask).backward(gy)
 
             for p, fn in (("fwd", fwd), ("fb", fb)):
                 if p not in plans:
@@ -345,6 +405,8 @@ def _bench_length(n: int, variants: List[Variant], *, args, device: str, dtype: 
                 entry.fns[p] = fn
                 entry.samples[p] = []
             model.zero_grad(set_to_none=True)
+            if "fwd" in plans and full_model is not None:
+                row["error_vs_full"] = _error_vs_full(full_model, model, x, mask)
         except (RuntimeError, MemoryError) as e:  # out of memory and friends: report, keep going
             for p in PASSES:
                 if row[f"{p}_status"] in ("not run", "ok"):
@@ -355,7 +417,7 @@ def _bench_length(n: int, variants: List[Variant], *, args, device: str, dtype: 
                 torch.cuda.empty_cache()
 
     # timed calls, round-robin; a pass gets about --budget-s of samples (1 .. --repeats)
-    want = {(i, p): max(1, min(args.repeats, int(args.budget_s / max(e.first_s[p], 1e-6))))
+    want = {(i, p): max(MIN_TIMED, min(args.repeats, int(args.budget_s / max(e.first_s[p], 1e-6))))
             for i, e in enumerate(entries) for p in e.fns}
     for rnd in range(max(want.values(), default=0)):
         for i, e in enumerate(entries):
@@ -463,7 +525,7 @@ def _targets(rows, slopes, settings) -> List[Dict[str, Any]]:
 # output
 # ------------------------------------------------------------------------------------------
 
-CSV_FIELDS = ["variant", "family", "N", "fwd_ms", "fwd_speedup", "fwd_mem_mb", "fwd_mem_ratio", "fb_ms",
+CSV_FIELDS = ["variant", "family", "N", "fwd_ms", "fwd_speedup", "error_vs_full", "fwd_mem_mb", "fwd_mem_ratio", "fb_ms",
               "fb_speedup", "fb_mem_mb", "fb_mem_ratio", "fwd_min_ms", "fwd_speedup_min", "fwd_p10_ms", "fwd_p90_ms",
               "fwd_repeats", "fb_min_ms", "fb_speedup_min", "fb_p10_ms", "fb_p90_ms", "fb_repeats", "param_mb",
               "fwd_status", "fb_status", "options"]
@@ -476,10 +538,12 @@ def _cell(r, value_key, ratio_key, spec, ratio_spec, suffix):
     if v is None:
         st = r.get(value_key.split("_")[0] + "_status", "")
         return "skip" if st.startswith("skipped") else ("err" if st.startswith("error") else "-")
-    ratio = r.get(ratio_key)
+    reps = r.get(value_key.split("_")[0] + "_repeats")
+    few = f" [{reps} call{'s' if reps != 1 else ''}]" if value_key.endswith("_ms") and reps is not None and reps < MIN_TIMED else ""
+    ratio = r.get(ratio_key) if ratio_key else None
     if ratio is None or r["variant"] == "full":
-        return f"{v:{spec}}"
-    return f"{v:{spec}} ({ratio:{ratio_spec if ratio >= 0.995 else '.2f'}}{suffix})"
+        return f"{v:{spec}}{few}"
+    return f"{v:{spec}} ({ratio:{ratio_spec if ratio >= 0.995 else '.2f'}}{suffix}){few}"
 
 
 def markdown(result: Dict[str, Any]) -> str:
@@ -489,7 +553,9 @@ def markdown(result: Dict[str, Any]) -> str:
     by = {(r["variant"], r["N"]): r for r in rows}
     s = meta["settings"]
     lines = [
-        f"Settings: batch {s['batch']}, width {s['width']}, {s['heads']} heads, {s['dtype']}, device "
+        f"Settings: batch {s['batch']}, width {s['width']}, {s['heads']} heads, {s['dtype']}, padding mask "
+        f"(half the batch padded over its last eighth), at least {MIN_TIMED} timed calls per cell after a warm-up "
+        f"(fewer are marked [n calls]), device "
         f"{meta['device_name']}, {meta['threads']} threads, torch {meta['torch']}; "
         f"load average {meta['loadavg_start']} at start, {meta['loadavg_end']} at end.",
         "",
@@ -504,9 +570,14 @@ def markdown(result: Dict[str, Any]) -> str:
         lines.append("")
 
     table("Forward latency, ms (speed-up vs full)", "fwd_ms", "fwd_speedup", ".1f", ".1f", "x")
+    table("Relative error of the forward output vs full attention (same input, same projections)",
+          "error_vs_full", None, ".3f", "", "")
     if not meta["settings"].get("no_backward"):
         table("Forward+backward time, ms (speed-up vs full)", "fb_ms", "fb_speedup", ".1f", ".1f", "x")
-    table("Peak memory of the forward pass, MB (ratio to full)", "fwd_mem_mb", "fwd_mem_ratio", ".1f", ".2f", "x")
+    table("Peak memory of the forward pass above the idle layer, MB (ratio to full)", "fwd_mem_mb", "fwd_mem_ratio",
+          ".1f", ".2f", "x")
+    table("Layer parameters and buffers, MB (the forward footprint is this plus the peak above)", "param_mb", None,
+          ".2f", "", "")
     if not meta["settings"].get("no_backward"):
         table("Peak memory of forward+backward, MB (ratio to full)", "fb_mem_mb", "fb_mem_ratio", ".1f", ".2f", "x")
 

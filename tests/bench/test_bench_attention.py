@@ -98,3 +98,40 @@ def test_readme_section_is_replaced_in_place(tmp_path):
     assert text.rstrip().endswith("<!-- results:end -->\n\nafter")
     assert "old numbers" not in text and "### Forward latency" in text and "| linear |" in text
     assert text.count("<!-- results:begin -->") == 1
+
+
+def test_layers_get_a_padding_mask_and_at_least_three_timed_calls(quick_run):
+    _, out = quick_run
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    for r in rows:
+        for p in ("fwd", "fb"):
+            if r[f"{p}_status"] == "ok":
+                assert r[f"{p}_repeats"] >= bench.MIN_TIMED, r
+    mask = bench.bench_mask(4, 64)
+    assert mask[:2].all() and not mask[2:, -8:].any() and mask[2:, :56].all()
+
+
+def test_error_vs_full_is_the_price_of_each_family(quick_run):
+    _, out = quick_run
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    by = {(r["variant"], r["N"]): r for r in rows}
+    for n in (32, 48):
+        assert by[("full", n)]["error_vs_full"] == pytest.approx(0.0, abs=1e-6)
+        # approximate families differ from full attention, but not wildly (same projections)
+        for v in ("linformer", "performer"):
+            assert 1e-4 < by[(v, n)]["error_vs_full"] < 2.0
+    assert "Relative error of the forward output" in (out / "results.md").read_text()
+
+
+def test_a_longformer_window_covering_the_sequence_has_no_error():
+    """copy_projections gives a family full attention's weights: an exact family then matches."""
+    import torch
+
+    from autoeff.attention import get_attention
+
+    torch.manual_seed(0)
+    full = get_attention("full")(32, 4, max_len=40)
+    lf = get_attention("longformer")(32, 4, get_attention("longformer").options(window=80), max_len=40)
+    bench.copy_projections(full, lf)
+    x, mask = torch.randn(4, 40, 32), bench.bench_mask(4, 40)
+    assert bench._error_vs_full(full, lf, x, mask) < 1e-5
