@@ -92,10 +92,18 @@ class AttentionConfig:
 
     YAML: ``attention: {kind: linformer, linformer: {rank: 64}}``. Only the block of the
     chosen family is used; its keys are checked against that family's options dataclass.
+
+    Hybrid models give every encoder layer its own family and knobs with ``layers``, one entry
+    per layer (as many as ``model.depth``), each an attention section of its own::
+
+        attention: {layers: [{kind: linear, linear: {feature_map: elu}}, {kind: full}]}
+
+    ``kind`` and ``options`` then describe nothing; ``kind`` reads ``hybrid``.
     """
 
     kind: str = "full"
     options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    layers: List["AttentionConfig"] = field(default_factory=list)
 
     def options_for(self, kind: Optional[str] = None):
         """The typed options dataclass of ``kind`` (default: the chosen family)."""
@@ -103,12 +111,27 @@ class AttentionConfig:
         fam = ATTENTIONS.get(kind)
         return build_dataclass(fam.options, self.options.get(kind, {}), prefix=f"attention.{kind}")
 
+    def layer(self, i: int) -> "AttentionConfig":
+        """The attention of encoder layer ``i`` (the same for every layer unless hybrid)."""
+        return self.layers[i] if self.layers else self
+
+    @property
+    def kinds(self) -> List[str]:
+        """The families the model uses (one per layer for hybrids, in layer order)."""
+        return [a.kind for a in self.layers] if self.layers else [self.kind]
+
     def to_dict(self) -> Dict[str, Any]:
+        if self.layers:
+            return {"kind": HYBRID, "layers": [a.to_dict() for a in self.layers]}
         out: Dict[str, Any] = {"kind": self.kind}
         opts = self.options.get(self.kind)
         if opts:
             out[self.kind] = dict(opts)
         return out
+
+
+#: ``attention.kind`` of a model whose layers have their own families (``attention.layers``)
+HYBRID = "hybrid"
 
 
 @dataclass
@@ -187,6 +210,32 @@ class RunConfig:
 
 
 RUN_SECTIONS = ("model", "attention", "tasks", "train", "deploy", "data_dir")
+
+SANDWICH_ENTRIES = ("largest", "smallest", "random")
+FINALIST_INITS = ("finetune", "scratch")
+
+
+@dataclass
+class OneShotConfig:
+    """How a one-shot search trains its weight-sharing supernet and turns the proxy front into
+    real models (the space file's ``oneshot:`` section; see autoeff/supernet/)."""
+
+    steps: int = 600  # supernet optimizer steps
+    max_time_s: float = 0.0  # wall-clock cap on supernet training (0 = none)
+    batch_size: int = 0  # 0 = train.batch_size
+    lr: float = 0.0  # 0 = train.lr
+    warmup_steps: int = -1  # -1 = train.warmup_steps
+    #: subnets per step, gradients accumulated: the sandwich rule (Yu et al. 2019, BigNAS)
+    sandwich: List[str] = field(default_factory=lambda: ["largest", "smallest", "random", "random"])
+    #: in-place distillation: every other subnet also learns the largest one's soft predictions
+    distill: bool = True
+    distill_weight: float = 0.5  # share of the distillation loss (the rest: the labels)
+    eval_batches: int = 4  # validation batches per task for a subnet's proxy accuracy (0 = all)
+    eval_batch_size: int = 64
+    finalists: int = 4  # top-k of the proxy front trained as real (standalone) trials
+    finalist_init: str = field(default="finetune", metadata={"choices": FINALIST_INITS})
+    finalist_steps: int = 0  # finalists' training steps (0 = train.max_steps)
+    seed: int = 0
 
 
 # --------------------------------------------------------------------------------------
@@ -295,7 +344,7 @@ def build_dataclass(cls, data: Any, prefix: str = ""):
 # --------------------------------------------------------------------------------------
 
 
-def parse_attention(data: Any, prefix: str = "attention") -> AttentionConfig:
+def parse_attention(data: Any, prefix: str = "attention", *, allow_layers: bool = True) -> AttentionConfig:
     if data is None:
         data = {}
     if isinstance(data, str):
@@ -303,6 +352,19 @@ def parse_attention(data: Any, prefix: str = "attention") -> AttentionConfig:
     if not isinstance(data, Mapping):
         raise ConfigError("expected a mapping with 'kind'", key=prefix, value=data, has_value=True)
     data = dict(data)
+    layers = data.pop("layers", None)
+    if layers is not None and allow_layers:
+        if not isinstance(layers, (list, tuple)) or not layers:
+            raise ConfigError("expected a non-empty list, one attention section per encoder layer",
+                              key=f"{prefix}.layers", value=layers, has_value=True)
+        if data.get("kind", HYBRID) != HYBRID or set(data) - {"kind"}:
+            extra = sorted(set(data) - {"kind"}) or ["kind"]
+            raise ConfigError(f"with 'layers', give each layer its own family and knobs (kind: {HYBRID})",
+                              key=f"{prefix}.{extra[0]}", allowed=["layers", f"kind: {HYBRID}"])
+        return AttentionConfig(kind=HYBRID, layers=[parse_attention(a, f"{prefix}.layers[{i}]", allow_layers=False)
+                                                    for i, a in enumerate(layers)])
+    if layers is not None:
+        raise ConfigError("layers do not nest", key=f"{prefix}.layers", allowed=["kind", *ATTENTIONS.names()])
     kind = data.pop("kind", "full")
     known = ATTENTIONS.names()
     if kind not in known:
@@ -391,6 +453,9 @@ def parse_run_config(data: Mapping[str, Any], file: Optional[str] = None, *, reg
 
 def _trusted_attention(data: Any) -> AttentionConfig:
     data = dict(data or {})
+    layers = data.pop("layers", None)
+    if layers:
+        return AttentionConfig(kind=HYBRID, layers=[_trusted_attention(a) for a in layers])
     kind = data.pop("kind", "full")
     return AttentionConfig(kind=kind, options={k: dict(v) for k, v in data.items()})
 
@@ -443,9 +508,16 @@ def check_architecture(cfg: RunConfig) -> None:
             allowed=[h for h in range(1, m.width + 1) if m.width % h == 0 and h <= 64],
             has_value=True,
         )
-    fam = ATTENTIONS.get(cfg.attention.kind)
-    opts = cfg.attention.options_for()
-    fam.check(opts, seq_len=max_seq_len(cfg), width=m.width, heads=m.heads, prefix=f"attention.{cfg.attention.kind}")
+    att = cfg.attention
+    if att.layers and len(att.layers) != m.depth:
+        raise ConfigError(f"a hybrid model needs one attention section per layer (model.depth = {m.depth})",
+                          key="attention.layers", value=f"{len(att.layers)} sections", allowed=[m.depth],
+                          has_value=True)
+    seq_len = max_seq_len(cfg)
+    for i in range(len(att.layers) or 1):
+        a = att.layer(i)
+        where = f"attention.layers[{i}].{a.kind}" if att.layers else f"attention.{a.kind}"
+        ATTENTIONS.get(a.kind).check(a.options_for(), seq_len=seq_len, width=m.width, heads=m.heads, prefix=where)
 
 
 # --------------------------------------------------------------------------------------

@@ -51,6 +51,11 @@ class AttentionBase(nn.Module):
     supports_causal: bool = False
     #: never materializes an N x N tensor
     subquadratic: bool = False
+    #: how the layer's input/output projections are laid out, for weight sharing across families
+    #: in a one-shot supernet (autoeff/supernet/): submodule name -> the blocks of its rows,
+    #: in order, each a (width x width) block of the shared query/key/value/output projections.
+    #: Every other parameter and buffer is the family's own there.
+    projections: Dict[str, Tuple[str, ...]] = {"qkv": ("q", "k", "v"), "out": ("out",)}
 
     def __init__(
         self,

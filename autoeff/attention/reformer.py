@@ -72,6 +72,7 @@ def lsh_geometry(n: int, bucket_size: int, max_len: Optional[int] = None) -> Tup
 class ReformerAttention(AttentionBase):
     options = ReformerOptions
     subquadratic = True
+    projections = {"qkv": ("q", "v"), "out": ("out",)}  # shared QK: the query projection serves keys
 
     def __init__(self, dim, heads, opts=None, **kw):
         super().__init__(dim, heads, opts, **kw)

@@ -83,6 +83,7 @@ class SynthesizerAttention(AttentionBase):
 
     options = SynthesizerOptions
     needs_fixed_length = True  # the synthetic logits are tied to positions 0..max_len-1
+    projections = {"qk": ("q", "k"), "v": ("v",), "out": ("out",)}
 
     def __init__(self, dim, heads, opts=None, **kw):
         super().__init__(dim, heads, opts, **kw)

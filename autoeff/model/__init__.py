@@ -27,9 +27,10 @@ class AutoEffModel(nn.Module):
         self.specs: Dict[str, TaskSpec] = {s.name: s for s in specs}
         self.task_names: List[str] = [s.name for s in specs]
         max_len = max(s.seq_len for s in specs) + (1 if cls_token else 0)
+        layers = [cfg.attention.layer(i) for i in range(m.depth)]
         self.encoder = Encoder(
             depth=m.depth, width=m.width, heads=m.heads, ffn_mult=m.ffn_mult, dropout=m.dropout,
-            attention=cfg.attention.kind, attention_options=cfg.attention.options_for(), max_len=max_len,
+            attention=[(a.kind, a.options_for()) for a in layers], max_len=max_len,
         )
         self.adapters = nn.ModuleDict({s.name: InputAdapter(s, m.width, m.dropout, cls_token) for s in specs})
         self.heads = nn.ModuleDict({s.name: ClassifierHead(s, m.width, m.pool) for s in specs})

@@ -1,7 +1,7 @@
 """The shared encoder: a stack of pre-LayerNorm blocks, attention family from the registry."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -32,19 +32,29 @@ class Block(nn.Module):
         return x + self.drop(self.ffn(self.norm2(x)))  # (B, N, D)
 
 
+def ffn_hidden(width: int, ffn_mult: float) -> int:
+    """Hidden units of a block's feed-forward network."""
+    return max(1, int(round(width * ffn_mult)))
+
+
 class Encoder(nn.Module):
-    """depth x Block, then a final LayerNorm. Positions are added by the input adapters."""
+    """depth x Block, then a final LayerNorm. Positions are added by the input adapters.
+
+    ``attention`` is one (family, options) pair per layer: the same for every layer, or each
+    layer its own (hybrid models).
+    """
 
     def __init__(self, *, depth: int, width: int, heads: int, ffn_mult: float, dropout: float,
-                 attention: str, attention_options: Any, max_len: int):
+                 attention: Sequence[Tuple[str, Any]], max_len: int):
         super().__init__()
-        fam = get_attention(attention)
+        if len(attention) != depth:
+            raise ValueError(f"{len(attention)} attention layers for depth {depth}")
         shared: Dict[str, nn.Module] = {}
-        hidden = max(1, int(round(width * ffn_mult)))
+        hidden = ffn_hidden(width, ffn_mult)
         self.blocks = nn.ModuleList(
-            Block(fam(width, heads, attention_options, max_len=max_len, dropout=dropout, shared=shared, layer=i),
+            Block(get_attention(kind)(width, heads, opts, max_len=max_len, dropout=dropout, shared=shared, layer=i),
                   width, hidden, dropout)
-            for i in range(depth)
+            for i, (kind, opts) in enumerate(attention)
         )
         # parameters shared across layers (e.g. Linformer E/F), registered once here
         self.shared = nn.ModuleDict({k.replace(".", "_"): v for k, v in shared.items()})

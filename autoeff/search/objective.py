@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import torch
 
@@ -60,33 +60,59 @@ def architecture_metrics(cfg: RunConfig, model, specs, objectives: Sequence[Obje
     return m
 
 
+def measure_architecture(space: Space, cfg: RunConfig, model, specs, rec: TrialRecord) -> bool:
+    """Measure ``model`` as deployed into ``rec.metrics``; if a hard constraint on those figures
+    fails (confirmed by a second measurement: one noisy spike must not discard a candidate),
+    mark the record ``infeasible`` with the reason and return False."""
+    arch = architecture_metrics(cfg, model, specs, space.objectives)
+    rec.metrics.update(arch)
+    arch_constraints = [c for c in space.constraints if c.metric in ARCH_METRICS]
+    broken = [c for c in arch_constraints if not c.satisfied(arch)]
+    if broken:
+        again = architecture_metrics(cfg, model, specs, space.objectives)
+        for k in ("latency_ms", "peak_memory_mb", "activation_peak_mb"):
+            arch[k] = min(arch[k], again[k])
+        rec.metrics.update(arch)
+        broken = [c for c in arch_constraints if not c.satisfied(arch)]
+    if not broken:
+        return True
+    rec.status = "infeasible"
+    rec.reason = "; ".join(f"{c.metric} = {arch[c.metric]:.4g} breaks '{c.text}'" for c in broken) + \
+        " (architecture alone: training skipped)"
+    rec.metrics["accuracy"] = 0.0
+    rec.metrics["trained"] = 0.0
+    return False
+
+
+def record_failure(rec: TrialRecord, e: BaseException) -> None:
+    """A trial's own failure: recorded with its reason (the search goes on)."""
+    rec.status = "failed"
+    if isinstance(e, ConfigError):
+        rec.reason = f"invalid candidate: {e}"
+        return
+    tb = traceback.format_exc(limit=4).strip().splitlines()
+    rec.reason = f"{type(e).__name__}: {e}" + (f" [at {tb[-3].strip()}]" if len(tb) >= 3 else "")
+
+
 def run_trial(space: Space, params: Mapping[str, Any], number: int, *, artifacts_dir: str,
-              log: Log = lambda s: None, progress=None) -> TrialRecord:
-    """Run one trial end to end and return its record (never raises for a trial's own failure)."""
+              log: Log = lambda s: None, progress=None, overrides: Optional[Mapping[str, Any]] = None,
+              init_state: Optional[Mapping[str, torch.Tensor]] = None) -> TrialRecord:
+    """Run one trial end to end and return its record (never raises for a trial's own failure).
+
+    ``overrides`` (nested or dotted config values) change the materialized config, e.g. a
+    finalist's training budget; ``init_state`` starts training from these weights (a state dict
+    of the candidate's model, e.g. extracted from a supernet) instead of a fresh initialization.
+    """
     t0 = time.perf_counter()
     rec = TrialRecord(number=number, status="running", params=dict(params))
     try:
-        cfg = space.materialize(params)
+        cfg = space.materialize(params, extra=overrides)
         rec.config = cfg.to_dict()
         specs = [task_spec(t) for t in cfg.tasks]
         model = build_model(cfg, specs)
-        arch = architecture_metrics(cfg, model, specs, space.objectives)
-        rec.metrics.update(arch)
-        arch_constraints = [c for c in space.constraints if c.metric in ARCH_METRICS]
-        broken = [c for c in arch_constraints if not c.satisfied(arch)]
-        if broken:  # confirm with a second measurement: one noisy spike must not discard a candidate
-            again = architecture_metrics(cfg, model, specs, space.objectives)
-            for k in ("latency_ms", "peak_memory_mb", "activation_peak_mb"):
-                arch[k] = min(arch[k], again[k])
-            rec.metrics.update(arch)
-            broken = [c for c in arch_constraints if not c.satisfied(arch)]
-        if broken:
-            rec.status = "infeasible"
-            rec.reason = "; ".join(f"{c.metric} = {arch[c.metric]:.4g} breaks '{c.text}'" for c in broken) + \
-                " (architecture alone: training skipped)"
-            rec.metrics["accuracy"] = 0.0
-            rec.metrics["trained"] = 0.0
-        else:
+        if init_state is not None:
+            model.load_state_dict(init_state)
+        if measure_architecture(space, cfg, model, specs, rec):
             data = [load_task(t, cfg.data_dir) for t in cfg.tasks]
             rec.metrics.update(train_and_evaluate(model, data, cfg, progress=progress))
             rec.metrics["trained"] = 1.0
@@ -94,12 +120,8 @@ def run_trial(space: Space, params: Mapping[str, Any], number: int, *, artifacts
                                              metrics=rec.metrics)
             rec.status = "complete"
         _score(space, rec)
-    except ConfigError as e:
-        rec.status, rec.reason = "failed", f"invalid candidate: {e}"
     except Exception as e:  # a failing trial is recorded with its reason; the search goes on
-        rec.status = "failed"
-        tb = traceback.format_exc(limit=4).strip().splitlines()
-        rec.reason = f"{type(e).__name__}: {e}" + (f" [at {tb[-3].strip()}]" if len(tb) >= 3 else "")
+        record_failure(rec, e)
     rec.duration_s = time.perf_counter() - t0
     return rec
 

@@ -11,7 +11,8 @@ from typing import Any, Dict, List, Mapping, Optional
 
 #: statuses a record can have; only ``complete`` trials can enter a front. ``pruned``: stopped
 #: early by a multi-fidelity rule (its reason says at which rung and why)
-STATUSES = ("running", "complete", "infeasible", "failed", "interrupted", "pruned")
+#: ``proxy``: a one-shot candidate scored by inherited supernet weights (``proxy_accuracy``)
+STATUSES = ("running", "complete", "infeasible", "failed", "interrupted", "pruned", "proxy")
 
 
 @dataclass

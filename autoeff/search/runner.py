@@ -43,9 +43,9 @@ class Progress:
             el = time.perf_counter() - self.t0
             print(f"[autoeff {el:6.0f}s] {msg}", file=self.stream, flush=True)
 
-    def trial_start(self, done: int, number: int, params: Mapping[str, Any]) -> None:
-        short = " ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in params.items())
-        self(f"trial {number} ({done + 1}/{self.total}): {short}")
+    def trial_start(self, done: int, number: int, params: Mapping[str, Any], what: str = "") -> None:
+        short = " ".join(f"{_short(k)}={_fmt(v)}" for k, v in params.items())
+        self(f"trial {number} ({what or f'{done + 1}/{self.total}'}): {short}")
 
     def training(self, step: int, max_steps: int, loss: float) -> None:
         if step in {max_steps // 4, max_steps // 2, (3 * max_steps) // 4}:
@@ -53,11 +53,20 @@ class Progress:
 
     def trial_end(self, rec: TrialRecord) -> None:
         m = rec.metrics
-        if rec.status == "complete":
-            self(f"    -> accuracy {m.get('accuracy', float('nan')):.3f}  latency {m.get('latency_ms', 0):.2f} ms  "
+        if rec.status in ("complete", "proxy"):
+            acc = "accuracy" if rec.status == "complete" else "proxy_accuracy"
+            self(f"    -> {acc} {m.get(acc, float('nan')):.3f}  latency {m.get('latency_ms', 0):.2f} ms  "
                  f"memory {m.get('peak_memory_mb', 0):.2f} MB  ({rec.duration_s:.0f}s)")
         else:
             self(f"    -> {rec.status}: {rec.reason}")
+
+
+def _short(name: str) -> str:
+    """'attention.layers.1.linformer.rank' -> 'L1.rank', 'model.width' -> 'width'."""
+    parts = name.split(".")
+    if parts[:2] == ["attention", "layers"] and len(parts) > 3:
+        return f"L{parts[2]}.{parts[-1]}"
+    return parts[-1]
 
 
 def _fmt(v: Any) -> str:

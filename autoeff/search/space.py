@@ -18,6 +18,16 @@ See README.md ("Search-space reference") for the format. In short::
 Dimensions under ``attention.<family>.`` exist only when ``attention.kind`` is that family
 (an implicit condition); any dimension may add ``when: {other.dim: [values]}``.
 
+``attention: {per_layer: true}`` makes hybrid models: every attention dimension is searched
+for each encoder layer separately (``attention.layers.<i>.kind``, ``attention.layers.<i>.<family>.<knob>``,
+active while ``model.depth > i``), and a candidate's config lists one attention section per
+layer (``attention.layers``; identical layers collapse back to one plain section).
+
+``search.strategy`` decides how a candidate is scored: ``standalone`` trains every candidate;
+``oneshot`` trains one weight-sharing supernet over the space (the ``oneshot:`` section) and
+scores subnets by their inherited weights, then trains the proxy front's best as real trials
+(see autoeff/search/oneshot.py).
+
 This module knows nothing about Optuna or Ray: a backend hands :meth:`Space.sample` a
 :class:`Suggest` implementation.
 """
@@ -32,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
-from ..config import AGGREGATES, RUN_SECTIONS, RunConfig, load_yaml, parse_run_config
+from ..config import AGGREGATES, RUN_SECTIONS, ModelConfig, OneShotConfig, RunConfig, load_yaml, parse_run_config
 from ..errors import ConfigError
 
 DIM_TYPES = ("categorical", "int", "float")
@@ -40,7 +50,10 @@ METRICS = ("accuracy", "latency_ms", "peak_memory_mb", "activation_peak_mb", "pa
 DIRECTIONS = {"max": "maximize", "maximize": "maximize", "min": "minimize", "minimize": "minimize"}
 SAMPLERS = ("tpe", "nsga2", "random")
 BACKENDS = ("optuna",)
-SPACE_SECTIONS = ("name", "space", "objectives", "constraints", "search", "export")
+STRATEGIES = ("standalone", "oneshot")
+SPACE_SECTIONS = ("name", "space", "objectives", "constraints", "search", "export", "oneshot")
+#: what a one-shot supernet can share weights over; other dimensions need standalone training
+ONESHOT_DIMS = ("model.depth", "model.width", "model.heads", "model.ffn_mult")
 DEFAULT_OBJECTIVES = {"accuracy": ("maximize", "mean"), "latency_ms": ("minimize", "max"),
                       "peak_memory_mb": ("minimize", "max")}
 
@@ -110,7 +123,8 @@ class Constraint:
 @dataclass
 class SearchSettings:
     backend: str = "optuna"
-    sampler: str = "tpe"
+    strategy: str = "standalone"  # standalone: train every candidate; oneshot: score subnets of a supernet
+    sampler: str = ""  # tpe | nsga2 | random; default tpe (standalone), nsga2 (oneshot)
     n_trials: int = 16
     seed: int = 0
     storage: str = "sqlite:///autoeff.db"
@@ -132,6 +146,8 @@ class Space:
     constraints: List[Constraint]
     search: SearchSettings
     export_overrides: Dict[str, Any]
+    per_layer: bool = False  # hybrid models: attention dimensions per layer
+    oneshot: Optional[OneShotConfig] = None  # settings of a one-shot search
 
     # ---- sampling ---------------------------------------------------------------------
     def sample(self, s: Suggest) -> Dict[str, Any]:
@@ -152,6 +168,8 @@ class Space:
             set_path(data, name, v)
         for name, v in flatten(extra or {}).items():
             set_path(data, name, v)
+        if self.per_layer:
+            per_layer_sections(data)
         return parse_run_config(prune_attention(data), file=self.file)
 
     @property
@@ -165,7 +183,7 @@ class Space:
     def fingerprint(self) -> str:
         blob = json.dumps({"dims": [dataclasses.asdict(d) for d in self.dims],
                            "objectives": [dataclasses.asdict(o) for o in self.objectives],
-                           "base": self.base}, sort_keys=True, default=str)
+                           "base": self.base, "per_layer": self.per_layer}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -197,10 +215,31 @@ def set_path(d: Dict[str, Any], path: str, value: Any) -> None:
     cur[parts[-1]] = value
 
 
+def per_layer_sections(data: Dict[str, Any]) -> None:
+    """Turn a per-layer candidate's ``attention.layers.<i>`` values (plus the fixed family
+    blocks) into one attention section per layer, in place; identical layers collapse into one
+    plain section."""
+    att = data.get("attention")
+    att = dict(att) if isinstance(att, dict) else {}
+    depth = (data.get("model") or {}).get("depth", ModelConfig.depth)
+    per = att.pop("layers", None) or {}
+    kind0 = att.pop("kind", "full")
+    layers = []
+    for i in range(depth if isinstance(depth, int) else 0):
+        mine = per.get(str(i), {}) if isinstance(per, dict) else {}
+        kind = mine.get("kind", kind0)
+        block = {**(att.get(kind) or {}), **(mine.get(kind) or {})}
+        layers.append({"kind": kind, **({kind: block} if block else {})})
+    if layers and all(sec == layers[0] for sec in layers):
+        data["attention"] = layers[0]
+    else:
+        data["attention"] = {"layers": layers}
+
+
 def prune_attention(data: Dict[str, Any]) -> Dict[str, Any]:
     """Keep only the chosen family's option block (others may carry fixed defaults)."""
     att = data.get("attention")
-    if isinstance(att, dict):
+    if isinstance(att, dict) and "layers" not in att:
         kind = att.get("kind", "full")
         data["attention"] = {k: v for k, v in att.items() if k == "kind" or k == kind}
     return data
@@ -356,7 +395,12 @@ def load_space(path: Union[str, Path], overrides: Sequence[str] = (), *, check: 
         name = data.get("name") or Path(file).stem
         if not isinstance(name, str):
             raise ConfigError("expected a string", key="name", value=name, has_value=True)
-        base = {k: data[k] for k in RUN_SECTIONS if k in data}
+        base = json.loads(json.dumps({k: data[k] for k in RUN_SECTIONS if k in data}))
+        per_layer = False
+        if isinstance(base.get("attention"), dict) and "per_layer" in base["attention"]:
+            per_layer = base["attention"].pop("per_layer")
+            if not isinstance(per_layer, bool):
+                raise ConfigError("expected true or false", key="attention.per_layer", value=per_layer, has_value=True)
         raw_dims: List[Tuple[str, Any]] = []
         if data.get("space") is not None:
             _collect_dims(data["space"], "", raw_dims)
@@ -366,9 +410,15 @@ def load_space(path: Union[str, Path], overrides: Sequence[str] = (), *, check: 
                               allowed="a mapping of config paths to choices or ranges, e.g. "
                                       "space: {model.depth: [1, 2], attention.kind: [full, linformer]}")
         dims = [_parse_dim(n, s) for n, s in raw_dims]
+        if per_layer:
+            dims = _expand_per_layer(dims, base)
         search = build_dataclass(SearchSettings, data.get("search"), "search")
         search.study_name = search.study_name or name
         search.experiment = search.experiment or name
+        if search.strategy not in STRATEGIES:
+            raise ConfigError("unknown strategy", key="search.strategy", value=search.strategy, allowed=STRATEGIES,
+                              has_value=True)
+        search.sampler = search.sampler or ("nsga2" if search.strategy == "oneshot" else "tpe")
         if search.sampler not in SAMPLERS:
             raise ConfigError("unknown sampler", key="search.sampler", value=search.sampler, allowed=SAMPLERS, has_value=True)
         if search.backend not in BACKENDS:
@@ -386,10 +436,14 @@ def load_space(path: Union[str, Path], overrides: Sequence[str] = (), *, check: 
             raise ConfigError("expected a mapping of run-config overrides", key="export", value=export, has_value=True)
         objectives = _parse_objectives(data.get("objectives"))
         _set_accuracy_aggregate(base, objectives)
+        oneshot = build_dataclass(OneShotConfig, data.get("oneshot"), "oneshot") \
+            if search.strategy == "oneshot" or data.get("oneshot") is not None else None
         space = Space(file=file, name=name, base=base, dims=dims, objectives=objectives,
                       constraints=_parse_constraints(data.get("constraints")), search=search,
-                      export_overrides=dict(export))
+                      export_overrides=dict(export), per_layer=per_layer, oneshot=oneshot)
         _check_dims(space, check)
+        if search.strategy == "oneshot":
+            _check_oneshot(space)
         if check:
             _check_combinations(space)
             if space.export_overrides:  # the exported config must be valid too
@@ -434,19 +488,23 @@ def _check_dims(space: Space, check_families: bool = True) -> None:
             raise ConfigError("dimensions must name a config path under model., attention., train. or deploy.",
                               key=f"space.{d.name}", allowed=["model.*", "attention.*", "train.*", "deploy.*"])
         parts = d.name.split(".")
-        if section == "attention" and len(parts) >= 3:
-            fam = parts[1]
+        layer = section == "attention" and len(parts) >= 3 and parts[1] == "layers"  # expanded per layer
+        rest = parts[3:] if layer else parts[1:]
+        kind_dim = ".".join(parts[:3] + ["kind"]) if layer else "attention.kind"
+        if section == "attention" and len(rest) >= 2:
+            fam = rest[0]
             if families is not None and fam not in families:
                 raise ConfigError("unknown attention family", key=f"space.{d.name}", value=fam,
                                   allowed=sorted(families), has_value=True)
-            d.when.setdefault("attention.kind", (fam,))
-        if d.name == "attention.kind" and families is not None:
+            if not layer:
+                d.when.setdefault("attention.kind", (fam,))
+        if section == "attention" and rest == ["kind"] and families is not None:
             bad = [c for c in d.choices if c not in families] if d.type == "categorical" else ["<not categorical>"]
             if bad:
-                raise ConfigError("unknown attention type", key="space.attention.kind", value=bad[0],
+                raise ConfigError("unknown attention type", key=f"space.{d.name}", value=bad[0],
                                   allowed=sorted(families), has_value=True)
         for parent in d.when:
-            if parent not in names and parent not in fixed and parent != "attention.kind":
+            if parent not in names and parent not in fixed and parent != kind_dim:
                 raise ConfigError("condition refers to an unknown dimension", key=f"space.{d.name}.when",
                                   value=parent, allowed=sorted(names), has_value=True)
         ordered.append(d)
@@ -505,3 +563,65 @@ def _check_combinations(space: Space) -> None:
     if w and h and w.type == "categorical" and h.type == "categorical":
         for wv, hv in itertools.product(w.choices, h.choices):
             attempt({"model.width": wv, "model.heads": hv}, "model.heads", hv)
+
+
+def _expand_per_layer(dims: List[Dimension], base: Dict[str, Any]) -> List[Dimension]:
+    """Every attention dimension once per encoder layer (hybrid models): ``attention.X`` becomes
+    ``attention.layers.<i>.X``, active while ``model.depth > i``; a family's knobs in layer i
+    are active when that layer's kind is the family."""
+    depth_dim = next((d for d in dims if d.name == "model.depth"), None)
+    if depth_dim is None:
+        depths = [(base.get("model") or {}).get("depth", ModelConfig.depth)]
+    elif depth_dim.type == "categorical":
+        depths = list(depth_dim.choices)
+    elif depth_dim.type == "int":
+        depths = list(range(int(depth_dim.low), int(depth_dim.high) + 1))
+    else:
+        raise ConfigError("model.depth must be an int or categorical dimension", key="space.model.depth",
+                          value=depth_dim.type, has_value=True, allowed=["int", "categorical"])
+    if not all(isinstance(v, int) and v >= 1 for v in depths):
+        raise ConfigError("depths must be positive integers", key="space.model.depth", value=depths, has_value=True)
+    att_dims = [d for d in dims if d.name.startswith("attention.")]
+    kind_is_dim = any(d.name == "attention.kind" for d in att_dims)
+    fixed_kind = (base.get("attention") or {}).get("kind", "full")
+    out = [d for d in dims if not d.name.startswith("attention.")]
+    for i in range(max(depths)):
+        alive = {"model.depth": tuple(v for v in depths if v > i)} if min(depths) <= i else {}
+        for d in att_dims:
+            rest = d.name[len("attention."):]
+            if rest == "layers" or rest.startswith("layers."):
+                raise ConfigError("with attention.per_layer, name dimensions as for one layer "
+                                  "(attention.kind, attention.<family>.<knob>); they are searched per layer",
+                                  key=f"space.{d.name}", allowed=["attention.kind", "attention.<family>.<knob>"])
+            when = {(k.replace("attention.", f"attention.layers.{i}.", 1) if k.startswith("attention.") else k): v
+                    for k, v in d.when.items()}
+            if rest != "kind":
+                fam = rest.split(".")[0]
+                if kind_is_dim:
+                    when.setdefault(f"attention.layers.{i}.kind", (fam,))
+                elif fam != fixed_kind:
+                    continue  # the family is never chosen: its knobs are never active
+            when.update(alive)
+            out.append(dataclasses.replace(d, name=f"attention.layers.{i}.{rest}", when=when))
+    return out
+
+
+def _check_oneshot(space: Space) -> None:
+    """What a weight-sharing supernet can cover: the architecture's depth, width, heads, FFN
+    width and attention (families, their knobs, per layer); training and deployment settings are
+    shared by every subnet, so they cannot be dimensions of a one-shot search."""
+    for d in space.dims:
+        if d.name in ONESHOT_DIMS or d.name.startswith("attention."):
+            continue
+        raise ConfigError("a one-shot search shares one supernet's training among all candidates, so this cannot "
+                          "be searched with it; fix it in the fixed part, or use search.strategy: standalone",
+                          key=f"space.{d.name}", allowed=[*ONESHOT_DIMS, "attention.*"])
+    att = space.base.get("attention") or {}
+    share = (att.get("linformer") or {}).get("share_layers") if isinstance(att, dict) else None
+    if share:
+        raise ConfigError("the supernet gives every layer its own Linformer projections", key="attention.linformer.share_layers",
+                          value=share, allowed=[False], has_value=True)
+    for d in space.dims:
+        if d.name.endswith("linformer.share_layers") and True in d.choices:
+            raise ConfigError("the supernet gives every layer its own Linformer projections", key=f"space.{d.name}",
+                              value=list(d.choices), allowed=[[False]], has_value=True)

@@ -35,7 +35,8 @@ from .tables import front_rows, glossary_markdown, to_csv, to_text
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "creating tables" lines amid the progress
 
-STATUS = {"complete": "FINISHED", "infeasible": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
+STATUS = {"complete": "FINISHED", "infeasible": "FINISHED", "proxy": "FINISHED", "pruned": "FINISHED",
+          "failed": "FAILED", "interrupted": "KILLED"}
 
 
 def _artifact_uri(folder: str) -> str:
@@ -142,6 +143,8 @@ class MLflowTracker(SearchCallback):
                 Param("search.seed", str(space.search.seed)),
                 Param("objectives", ",".join(f"{o.name}:{o.direction}:{o.aggregate}" for o in space.objectives)),
                 Param("constraints", ";".join(c.text for c in space.constraints) or "none"),
+                Param("search.strategy", str(info.get("strategy", space.search.strategy))),
+                Param("front_accuracy", str(info.get("front_accuracy", ""))[:6000]),
             ])
             try:
                 self.client.log_artifact(self.parent_id, space.file)

@@ -36,23 +36,28 @@ class AutoEffLightning(pl.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            if not p.requires_grad:
-                continue
-            (no_decay if p.dim() < 2 or "norm" in name or name.endswith(".pos") or name.endswith(".cls") else decay).append(p)
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.cfg.lr,
-        )
-        total = max(1, self.cfg.max_steps)
-        warm = min(self.cfg.warmup_steps, total - 1)
+        return optimizer_and_schedule(self.model.named_parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay,
+                                      max_steps=self.cfg.max_steps, warmup_steps=self.cfg.warmup_steps)
 
-        def schedule(step: int) -> float:
-            if step < warm:
-                return (step + 1) / max(1, warm)
-            progress = (step - warm) / max(1, total - warm)
-            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+def optimizer_and_schedule(named_parameters, *, lr: float, weight_decay: float, max_steps: int, warmup_steps: int):
+    """AdamW (no decay on biases, norms, positions and CLS vectors) with a linear warm-up and a
+    cosine decay to 5% over ``max_steps``, stepped every optimizer step (Lightning's format)."""
+    decay, no_decay = [], []
+    for name, p in named_parameters:
+        if not p.requires_grad:
+            continue
+        (no_decay if p.dim() < 2 or "norm" in name or name.endswith(".pos") or name.endswith(".cls") else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=lr)
+    total = max(1, max_steps)
+    warm = min(warmup_steps, total - 1)
+
+    def schedule(step: int) -> float:
+        if step < warm:
+            return (step + 1) / max(1, warm)
+        progress = (step - warm) / max(1, total - warm)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 from ..record import TrialRecord
 from ..runner import Progress, SearchCallback, SearchResult, finalize
 from ..space import Space
+from ..strategy import ANSWERED, make_strategy
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -34,6 +35,7 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 RECORD = "autoeff.record"
 WORKER = "autoeff.worker"
 RETRY_OF = "autoeff.retry_of"
+FINALIST_OF = "autoeff.finalist_of"  # a strategy's extra trial (one-shot finalist): not counted in n_trials
 REMEASURED = "autoeff.remeasured"
 MAX_DUPLICATES = 25  # consecutive already-tried proposals before the space counts as exhausted
 
@@ -150,10 +152,13 @@ class OptunaBackend:
         return redo
 
     def _twin(self, params: Dict[str, Any]) -> Optional[optuna.trial.FrozenTrial]:
-        """A finished, non-duplicate trial with exactly these parameters, if any."""
+        """A finished, non-duplicate trial with exactly these parameters, if any (a strategy's
+        finalists are not twins: they score the same candidate another way)."""
         for ft in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             rec = ft.user_attrs.get(RECORD) or {}
-            if rec.get("status") in ("complete", "infeasible") and rec.get("params") == params:
+            if FINALIST_OF in ft.user_attrs:
+                continue
+            if rec.get("status") in ANSWERED and rec.get("params") == params:
                 return ft
         return None
 
@@ -169,9 +174,43 @@ class OptunaBackend:
         n = 0
         for ft in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
             dup = (ft.user_attrs.get(RECORD) or {}).get("status") == "duplicate"
-            if not ft.system_attrs.get("autoeff.interrupted") and not dup:
+            if not ft.system_attrs.get("autoeff.interrupted") and not dup and FINALIST_OF not in ft.user_attrs:
                 n += 1
         return n
+
+    def _tell(self, trial: optuna.Trial, rec: TrialRecord) -> None:
+        trial.set_user_attr(RECORD, json.loads(json.dumps(rec.to_json(), default=float)))
+        if rec.status in ANSWERED and rec.values is not None:
+            self._set_constraints(trial, rec.violations)
+            self.study.tell(trial, rec.values)
+        else:
+            trial.set_user_attr("autoeff.fail_reason", rec.reason[:2000])
+            self.study.tell(trial, state=TrialState.FAIL)
+
+    def _run_finalists(self, strategy, callbacks, progress, artifacts: str) -> None:
+        """The trials a strategy adds after the search (one-shot finalists), each once: a resumed
+        search runs only those not finished yet."""
+        done = {ft.user_attrs[FINALIST_OF] for ft in self.study.get_trials(deepcopy=False)
+                if FINALIST_OF in ft.user_attrs and ft.state in (TrialState.COMPLETE, TrialState.FAIL)
+                and not ft.system_attrs.get("autoeff.interrupted")}
+        todo = [r for r in strategy.finalists(self.records()) if r.number not in done]
+        if todo:
+            progress(f"training {len(todo)} finalist(s) as standalone trials: proxy trial(s) "
+                     f"{', '.join(str(r.number) for r in todo)}")
+        for i, of in enumerate(todo):
+            self.study.enqueue_trial(of.params, user_attrs={FINALIST_OF: of.number}, skip_if_exists=False)
+            trial = self.study.ask()
+            self.study._storage.set_trial_system_attr(trial._trial_id, WORKER, _worker_id())
+            self.space.sample(_OptunaSuggest(trial))  # the enqueued values: the study records them as params
+            progress.trial_start(i, trial.number, of.params, what=f"finalist {i + 1}/{len(todo)} of proxy trial {of.number}")
+            for cb in callbacks:
+                cb.on_trial_start(trial.number, of.params)
+            rec = strategy.run_finalist(of, trial.number, artifacts_dir=artifacts, log=progress,
+                                        progress=progress.training)
+            self._tell(trial, rec)
+            progress.trial_end(rec)
+            for cb in callbacks:
+                cb.on_trial_end(rec)
 
     # ---- the loop -----------------------------------------------------------------------
     def run(self, callbacks: Sequence[SearchCallback] = (), progress: Optional[Progress] = None) -> SearchResult:
@@ -186,10 +225,13 @@ class OptunaBackend:
         if existing:
             log(f"resuming study '{space.search.study_name}' from {space.search.storage}: "
                 f"{done}/{space.search.n_trials} trials finished")
+        artifacts = str(Path(space.search.artifacts) / space.search.study_name)
+        strategy = make_strategy(space)
+        info["strategy"] = strategy.name
+        info["front_accuracy"] = strategy.front_accuracy
+        info["prepared"] = strategy.prepare(log, artifacts)
         for cb in callbacks:
             cb.on_search_start(space, self.records(), info)
-        artifacts = str(Path(space.search.artifacts) / space.search.study_name)
-        from ..objective import run_trial  # torch and Lightning: only a running search needs them
         dupes = 0
         while done < space.search.n_trials:
             trial = self.study.ask()
@@ -215,21 +257,18 @@ class OptunaBackend:
             for cb in callbacks:
                 cb.on_trial_start(trial.number, params)
             if rec is None:
-                rec = run_trial(space, params, trial.number, artifacts_dir=artifacts, log=log,
-                                progress=progress.training)
-            trial.set_user_attr(RECORD, json.loads(json.dumps(rec.to_json(), default=float)))
-            if rec.status in ("complete", "infeasible") and rec.values is not None:
-                self._set_constraints(trial, rec.violations)
-                self.study.tell(trial, rec.values)
-            else:
-                trial.set_user_attr("autoeff.fail_reason", rec.reason[:2000])
-                self.study.tell(trial, state=TrialState.FAIL)
+                rec = strategy.run_trial(params, trial.number, artifacts_dir=artifacts, log=log,
+                                         progress=progress.training)
+            self._tell(trial, rec)
             progress.trial_end(rec)
             for cb in callbacks:
                 cb.on_trial_end(rec)
             done += 1
+        self._run_finalists(strategy, callbacks, progress, artifacts)
         records = self.records()
         result = finalize(space, records, log, self._save_remeasured)
+        result.summary.update(info["prepared"])
+        result.summary.update(strategy.summary(records))
         for cb in callbacks:
             cb.on_search_end(space, result.front, result.records, result.summary)
         return result
