@@ -126,6 +126,7 @@ class SearchSettings:
     strategy: str = "standalone"  # standalone: train every candidate; oneshot: score subnets of a supernet
     sampler: str = ""  # tpe | nsga2 | random; default tpe (standalone), nsga2 (oneshot)
     n_trials: int = 16
+    timeout_s: float = 0.0  # stop starting trials after this many seconds of the search (0 = none)
     seed: int = 0
     storage: str = "sqlite:///autoeff.db"
     study_name: str = ""  # default: the space's name

@@ -172,6 +172,26 @@ def test_capability_flags_hold(name, ov):
 
 
 @pytest.mark.parametrize("name,ov", CASES)
+def test_projection_layout_matches_the_modules(name, ov):
+    """``projections`` (how a one-shot supernet shares weights across families) names real
+    linear modules of (blocks x width) rows, and the layer reads them as such."""
+    fam = get_attention(name)
+    m = build(name, ov)
+    mods = dict(m.named_modules())
+    assert fam.projections, name
+    found = 0
+    for module, blocks in fam.projections.items():
+        if module not in mods:  # e.g. Synthesizer's dot-product projection exists only with mix
+            continue
+        lin = mods[module]
+        assert isinstance(lin, torch.nn.Linear), (name, module)
+        assert (lin.in_features, lin.out_features) == (DIM, len(blocks) * DIM), (name, module)
+        assert set(blocks) <= {"q", "k", "v", "out"}, (name, blocks)
+        found += 1
+    assert found >= 2, f"{name}: fewer than two projections found"
+
+
+@pytest.mark.parametrize("name,ov", CASES)
 def test_length_flag(name, ov):
     """Families without needs_fixed_length take inputs longer than max_len; the others refuse them."""
     m = build(name, ov).eval()

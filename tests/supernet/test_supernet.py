@@ -14,11 +14,12 @@ TASKS = [
     {"kind": "image", "input": "patches", "image_size": 24, "patch": 4, "n_train": 10, "n_val": 10, "n_test": 10},
     {"kind": "retrieval", "seq_len": 256, "n_train": 10, "n_val": 10, "n_test": 10},  # a pair task
 ]
-FAMILIES = {  # the largest knobs of each family in the supernet below
+KNOBS = {  # the largest knobs of the known families in the supernet below (others: their defaults)
     "full": {}, "linformer": {"rank": 16}, "reformer": {"bucket_size": 8, "n_hashes": 2},
     "longformer": {"window": 16, "global_tokens": 1}, "linear": {"feature_map": "favor", "features": 16},
     "synthesizer": {"mode": "factorized", "rank": 8, "mix": True},
 }
+FAMILIES = {k: KNOBS.get(k, {}) for k in autoeff.list_attentions()}  # every registered family
 
 
 def cfg(depth, width, heads, ffn, attention, tasks=TASKS):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -233,7 +234,11 @@ class OptunaBackend:
         for cb in callbacks:
             cb.on_search_start(space, self.records(), info)
         dupes = 0
+        t_start = time.monotonic()
         while done < space.search.n_trials:
+            if space.search.timeout_s and time.monotonic() - t_start >= space.search.timeout_s:
+                log(f"search.timeout_s = {space.search.timeout_s:g} s reached after {done} trials: no new trials")
+                break
             trial = self.study.ask()
             self.study._storage.set_trial_system_attr(trial._trial_id, WORKER, _worker_id())
             try:
