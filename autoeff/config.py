@@ -235,6 +235,10 @@ class OneShotConfig:
     finalists: int = 4  # top-k of the proxy front trained as real (standalone) trials
     finalist_init: str = field(default="finetune", metadata={"choices": FINALIST_INITS})
     finalist_steps: int = 0  # finalists' training steps (0 = train.max_steps)
+    #: how well the proxy ranks: this many more proxy candidates, spread over the families and
+    #: the proxy accuracies, trained from scratch as standalone trials; the Kendall tau between
+    #: their proxy and real accuracies is logged (0 = off; then only the finalists' tau)
+    rank_check: int = 0
     seed: int = 0
 
 

@@ -325,7 +325,40 @@ class OneShot(Strategy):
         rec.violations = [c.violation(m) for c in self.space.constraints]
 
     # ---- finalists --------------------------------------------------------------------------
-    def finalists(self, records: Sequence[TrialRecord]) -> List[TrialRecord]:
+    def finalists(self, records: Sequence[TrialRecord]) -> List[Tuple[TrialRecord, str]]:
+        """The finalists (:meth:`top_of_proxy_front`), then ``oneshot.rank_check`` candidates
+        for the rank check (:meth:`rank_check_sample`)."""
+        top = self.top_of_proxy_front(records)
+        return [(r, "finalist") for r in top] + [(r, "rank_check") for r in self.rank_check_sample(records, top)]
+
+    def rank_check_sample(self, records: Sequence[TrialRecord], skip: Sequence[TrialRecord]) -> List[TrialRecord]:
+        """``oneshot.rank_check`` feasible proxy candidates that span the families (each family, or
+        ``hybrid``, gets its share, round robin) and, within a family, the proxy accuracies (evenly
+        spaced by rank); the finalists are left out."""
+        n = self.os.rank_check
+        taken = {r.number for r in skip}
+        groups: Dict[str, List[TrialRecord]] = {}
+        for r in records:
+            if r.status == "proxy" and r.number not in taken and all(v <= 0 for v in r.violations):
+                kind = (r.config or {}).get("attention", {}).get("kind", "?")
+                groups.setdefault(kind, []).append(r)
+        for g in groups.values():
+            g.sort(key=lambda r: r.metrics["proxy_accuracy"])
+        share = {k: 0 for k in groups}
+        left = n
+        while left > 0 and any(share[k] < len(g) for k, g in groups.items()):
+            for k in sorted(groups):
+                if left and share[k] < len(groups[k]):
+                    share[k] += 1
+                    left -= 1
+        out = []
+        for k, g in sorted(groups.items()):
+            if share[k]:
+                idx = sorted({int(round(i)) for i in np.linspace(0, len(g) - 1, share[k])})
+                out += [g[i] for i in idx]
+        return out
+
+    def top_of_proxy_front(self, records: Sequence[TrialRecord]) -> List[TrialRecord]:
         """The top ``oneshot.finalists`` of the feasible proxy trials: the non-dominated front
         first (spread along its first cost objective, the best proxy accuracy always in), then
         the next fronts."""
@@ -353,26 +386,36 @@ class OneShot(Strategy):
             chosen += [front[i] for i in sorted(picks)]
         return chosen
 
-    def run_finalist(self, of: TrialRecord, number: int, *, artifacts_dir: str, log: Log, progress=None) -> TrialRecord:
+    def run_finalist(self, of: TrialRecord, role: str, number: int, *, artifacts_dir: str, log: Log,
+                     progress=None) -> TrialRecord:
+        """A finalist (fine-tuned or from scratch, for ``oneshot.finalist_steps``), or a rank-check
+        candidate (from scratch, for ``train.max_steps``: standalone-trained accuracy)."""
         from .objective import run_trial
 
-        overrides = {"train": {"max_steps": self.os.finalist_steps}} if self.os.finalist_steps else None
+        finalist = role == "finalist"
+        overrides = {"train": {"max_steps": self.os.finalist_steps}} if finalist and self.os.finalist_steps else None
         init = None
-        if self.os.finalist_init == "finetune":
+        if finalist and self.os.finalist_init == "finetune":
             init = self.supernet.extract(self.space.materialize(of.params)).state_dict()
         rec = run_trial(self.space, of.params, number, artifacts_dir=artifacts_dir, log=log, progress=progress,
                         overrides=overrides, init_state=init)
         rec.metrics["proxy_accuracy"] = of.metrics.get("proxy_accuracy", float("nan"))
         rec.metrics.update({k: v for k, v in of.metrics.items() if k.startswith("proxy_accuracy.")})
-        rec.metrics["finalist_of"] = float(of.number)
+        rec.metrics["finalist_of" if finalist else "rank_check_of"] = float(of.number)
         return rec
 
     def summary(self, records: Sequence[TrialRecord]) -> Dict[str, float]:
-        fin = [r for r in records if r.status == "complete" and "finalist_of" in r.metrics
-               and "accuracy" in r.metrics and "proxy_accuracy" in r.metrics]
+        """Counts, and the Kendall tau between proxy and real accuracy: over the rank-check
+        candidates (trained from scratch) when there are any, and over the finalists."""
+        def real(key):
+            return [r for r in records if r.status == "complete" and key in r.metrics
+                    and "accuracy" in r.metrics and "proxy_accuracy" in r.metrics]
+
+        fin, check = real("finalist_of"), real("rank_check_of")
         out: Dict[str, float] = {"n_proxy": float(sum(r.status == "proxy" for r in records)),
-                                 "n_finalists": float(len(fin))}
-        tau = kendall_tau([r.metrics["proxy_accuracy"] for r in fin], [r.metrics["accuracy"] for r in fin])
-        if tau is not None:
-            out["proxy_kendall_tau"] = tau
+                                 "n_finalists": float(len(fin)), "n_rank_check": float(len(check))}
+        for name, group in (("proxy_kendall_tau_finalists", fin), ("proxy_kendall_tau", check)):
+            tau = kendall_tau([r.metrics["proxy_accuracy"] for r in group], [r.metrics["accuracy"] for r in group])
+            if tau is not None:
+                out[name] = tau
         return out

@@ -10,7 +10,7 @@ candidate, then ``finalists`` / ``run_finalist`` for the trials a strategy adds 
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .record import TrialRecord
 from .space import Space
@@ -37,11 +37,12 @@ class Strategy:
                   progress=None) -> TrialRecord:
         raise NotImplementedError
 
-    def finalists(self, records: Sequence[TrialRecord]) -> List[TrialRecord]:
-        """Records whose candidates run again as real trials after the search (none here)."""
+    def finalists(self, records: Sequence[TrialRecord]) -> List[Tuple[TrialRecord, str]]:
+        """(record, role) pairs whose candidates run again as real trials after the search
+        (none here); the role names why (e.g. ``finalist``, ``rank_check``)."""
         return []
 
-    def run_finalist(self, of: TrialRecord, number: int, *, artifacts_dir: str, log: Log,
+    def run_finalist(self, of: TrialRecord, role: str, number: int, *, artifacts_dir: str, log: Log,
                      progress=None) -> TrialRecord:
         raise NotImplementedError
 

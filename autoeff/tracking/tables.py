@@ -39,14 +39,26 @@ def glossary_markdown() -> str:
 
 
 def arch_summary(rec: TrialRecord) -> str:
-    """A short architecture label: 'linformer(rank=64) d2 w128 h4'."""
+    """A short architecture label: 'linformer(rank=64) d2 w128 h4'; hybrids list their layers,
+    'hybrid[linear|full] d2 w64 h4'."""
     cfg = rec.config or {}
     att = cfg.get("attention", {})
-    kind = att.get("kind", "?")
-    searched = {k.split(".")[-1]: v for k, v in rec.params.items() if k.startswith(f"attention.{kind}.")}
-    knob_s = "(" + ",".join(f"{k}={v}" for k, v in searched.items()) + ")" if searched else ""
     m = cfg.get("model", {})
-    return f"{kind}{knob_s} d{m.get('depth', '?')} w{m.get('width', '?')} h{m.get('heads', '?')}"
+    size = f"d{m.get('depth', '?')} w{m.get('width', '?')} h{m.get('heads', '?')}"
+    if att.get("layers"):
+        parts = [_family(a, {k.split(".", 3)[-1]: v for k, v in rec.params.items()
+                             if k.startswith(f"attention.layers.{i}.{a.get('kind')}.")})
+                 for i, a in enumerate(att["layers"])]
+        return f"hybrid[{'|'.join(parts)}] {size}"
+    kind = att.get("kind", "?")
+    searched = {k[len("attention."):]: v for k, v in rec.params.items() if k.startswith(f"attention.{kind}.")}
+    return f"{_family(att, searched)} {size}"
+
+
+def _family(section: Dict[str, Any], searched: Dict[str, Any]) -> str:
+    """'linformer(rank=64)': a family with the knobs the search chose (named '<family>.<knob>')."""
+    knobs = {k.split(".")[-1]: v for k, v in searched.items()}
+    return section.get("kind", "?") + ("(" + ",".join(f"{k}={v}" for k, v in knobs.items()) + ")" if knobs else "")
 
 
 def front_rows(space: Space, records: Sequence[TrialRecord]) -> List[Dict[str, Any]]:

@@ -37,6 +37,7 @@ RECORD = "autoeff.record"
 WORKER = "autoeff.worker"
 RETRY_OF = "autoeff.retry_of"
 FINALIST_OF = "autoeff.finalist_of"  # a strategy's extra trial (one-shot finalist): not counted in n_trials
+ROLE = "autoeff.role"  # why a strategy added it: finalist | rank_check
 REMEASURED = "autoeff.remeasured"
 MAX_DUPLICATES = 25  # consecutive already-tried proposals before the space counts as exhausted
 
@@ -191,22 +192,24 @@ class OptunaBackend:
     def _run_finalists(self, strategy, callbacks, progress, artifacts: str) -> None:
         """The trials a strategy adds after the search (one-shot finalists), each once: a resumed
         search runs only those not finished yet."""
-        done = {ft.user_attrs[FINALIST_OF] for ft in self.study.get_trials(deepcopy=False)
+        done = {(ft.user_attrs[FINALIST_OF], ft.user_attrs.get(ROLE, "finalist"))
+                for ft in self.study.get_trials(deepcopy=False)
                 if FINALIST_OF in ft.user_attrs and ft.state in (TrialState.COMPLETE, TrialState.FAIL)
                 and not ft.system_attrs.get("autoeff.interrupted")}
-        todo = [r for r in strategy.finalists(self.records()) if r.number not in done]
+        todo = [(r, role) for r, role in strategy.finalists(self.records()) if (r.number, role) not in done]
         if todo:
-            progress(f"training {len(todo)} finalist(s) as standalone trials: proxy trial(s) "
-                     f"{', '.join(str(r.number) for r in todo)}")
-        for i, of in enumerate(todo):
-            self.study.enqueue_trial(of.params, user_attrs={FINALIST_OF: of.number}, skip_if_exists=False)
+            progress(f"training {len(todo)} more candidate(s) as standalone trials: "
+                     + ", ".join(f"proxy trial {r.number} ({role})" for r, role in todo))
+        for i, (of, role) in enumerate(todo):
+            self.study.enqueue_trial(of.params, user_attrs={FINALIST_OF: of.number, ROLE: role}, skip_if_exists=False)
             trial = self.study.ask()
             self.study._storage.set_trial_system_attr(trial._trial_id, WORKER, _worker_id())
             self.space.sample(_OptunaSuggest(trial))  # the enqueued values: the study records them as params
-            progress.trial_start(i, trial.number, of.params, what=f"finalist {i + 1}/{len(todo)} of proxy trial {of.number}")
+            progress.trial_start(i, trial.number, of.params,
+                                 what=f"{role.replace('_', ' ')} {i + 1}/{len(todo)}, proxy trial {of.number}")
             for cb in callbacks:
                 cb.on_trial_start(trial.number, of.params)
-            rec = strategy.run_finalist(of, trial.number, artifacts_dir=artifacts, log=progress,
+            rec = strategy.run_finalist(of, role, trial.number, artifacts_dir=artifacts, log=progress,
                                         progress=progress.training)
             self._tell(trial, rec)
             progress.trial_end(rec)
