@@ -293,7 +293,6 @@ class OneShot(Strategy):
 
     # ---- proxy trials ---------------------------------------------------------------------
     def run_trial(self, params, number, *, artifacts_dir, log, progress=None) -> TrialRecord:
-        from ..training import evaluate
         from .objective import measure_architecture, record_failure
 
         t0 = time.perf_counter()
@@ -303,18 +302,25 @@ class OneShot(Strategy):
             rec.config = cfg.to_dict()
             model = self.supernet.extract(cfg).eval()
             if measure_architecture(self.space, cfg, model, self.specs, rec):
-                acc = evaluate(model, self.data, "val", batch_size=self.os.eval_batch_size,
-                               max_batches=self.os.eval_batches)
-                weights = {t.name: t.weight for t in cfg.tasks}
-                rec.metrics["proxy_accuracy"] = aggregate(acc, cfg.train.aggregate, weights)
-                if len(acc) > 1:
-                    rec.metrics.update({f"proxy_accuracy.{k}": v for k, v in acc.items()})
+                rec.metrics.update(self.proxy_accuracy(cfg, model))
                 rec.status = "proxy"
             self._score(rec)
         except Exception as e:  # recorded with its reason; the search goes on
             record_failure(rec, e)
         rec.duration_s = time.perf_counter() - t0
         return rec
+
+    def proxy_accuracy(self, cfg: RunConfig, model=None) -> Dict[str, float]:
+        """``proxy_accuracy`` (and per task with several tasks) of a subnet: the validation accuracy
+        of its inherited weights on ``oneshot.eval_batches`` batches per task."""
+        from ..training import evaluate
+
+        model = model if model is not None else self.supernet.extract(cfg).eval()
+        acc = evaluate(model, self.data, "val", batch_size=self.os.eval_batch_size, max_batches=self.os.eval_batches)
+        out = {"proxy_accuracy": aggregate(acc, cfg.train.aggregate, {t.name: t.weight for t in cfg.tasks})}
+        if len(acc) > 1:
+            out.update({f"proxy_accuracy.{k}": v for k, v in acc.items()})
+        return out
 
     def _score(self, rec: TrialRecord) -> None:
         """A proxy's objective values: its proxy accuracy in the accuracy objective's place."""

@@ -14,7 +14,10 @@ Label rule (a vote, like sentiment words in a review)::
     label = the class with the most key words in the document
 
 and the generator makes every vote close: the winner has exactly one key word more than the
-runner-up (for 2 classes and 3 keys: 2 against 1). A model that reads a single key word is
+runner-up (for 2 classes and 3 keys: 2 against 1). ``margin`` widens the lead (the winner has
+``margin`` more key words than the runner-up; ``margin = n_keys`` makes the vote unanimous), which
+spreads more evidence through a long document: at thousands of bytes a model in a small training
+budget needs it. A model that reads a single key word is
 right only (w / n_keys) of the time (2/3 with the defaults, 3/5 with ``n_keys: 5``); to be
 always right it must find every key word, wherever it lies, and compare the counts.
 Documents are between ``min_len`` (0 = ``seq_len // 2``) and ``seq_len`` bytes and never
@@ -82,7 +85,8 @@ class TextOptions:
     seq_len: int = 1024  # bytes fed to the model; documents are never longer
     min_len: int = 0  # shortest document in bytes; 0 = seq_len // 2
     num_classes: int = 2
-    n_keys: int = 3  # key words (votes) per document; the winner leads by exactly one
+    n_keys: int = 3  # key words (votes) per document
+    margin: int = 1  # the winner's lead over the runner-up (1: a close vote; n_keys: unanimous)
     key_words: int = 4  # distinct key words per class (<= 6)
     seed: int = 0
 
@@ -128,27 +132,30 @@ def spread_positions(rng: np.random.Generator, n_slots: int, k: int) -> List[int
     return [int(p) + i * gap for i, p in enumerate(free)]
 
 
-def _vote_sizes(num_classes: int, n_keys: int) -> List[int]:
-    """Winner counts w for which the other n_keys - w votes fit with the runner-up at w - 1."""
-    return [w for w in range(1, n_keys + 1) if 2 * w - 1 <= n_keys <= num_classes * (w - 1) + 1]
+def _vote_sizes(num_classes: int, n_keys: int, margin: int = 1) -> List[int]:
+    """Winner counts w for which the other n_keys - w votes fit with the runner-up at w - margin
+    and every other class at most that."""
+    return [w for w in range(max(1, margin), n_keys + 1)
+            if 2 * w - margin <= n_keys <= w + (num_classes - 1) * (w - margin)]
 
 
-def key_counts(rng: np.random.Generator, label: int, num_classes: int, n_keys: int) -> List[int]:
-    """How many key words of each value: ``label`` gets w, one other class w - 1, the rest fewer."""
-    w = int(rng.choice(_vote_sizes(num_classes, n_keys)))
+def key_counts(rng: np.random.Generator, label: int, num_classes: int, n_keys: int, margin: int = 1) -> List[int]:
+    """How many key words of each value: ``label`` gets w, one other class w - margin, the rest
+    no more than that."""
+    w = int(rng.choice(_vote_sizes(num_classes, n_keys, margin)))
     counts = [0] * num_classes
     counts[label] = w
     others = [c for c in range(num_classes) if c != label]
     rng.shuffle(others)
-    counts[others[0]] = w - 1
-    for _ in range(n_keys - 2 * w + 1):  # the remainder goes to classes with room left (< w - 1)
-        room = [c for c in others[1:] if counts[c] < w - 1]
+    counts[others[0]] = w - margin
+    for _ in range(n_keys - 2 * w + margin):  # the remainder goes to classes with room left
+        room = [c for c in others[1:] if counts[c] < w - margin]
         counts[room[int(rng.integers(0, len(room)))]] += 1
     return counts
 
 
 def make_document(rng: np.random.Generator, label: int, o: TextOptions, doc_len: int) -> str:
-    counts = key_counts(rng, label, o.num_classes, o.n_keys)
+    counts = key_counts(rng, label, o.num_classes, o.n_keys, o.margin)
     keys = [KEY_WORDS[v][int(rng.integers(0, o.key_words))] for v, c in enumerate(counts) for _ in range(c)]
     rng.shuffle(keys)
     budget = doc_len - sum(len(k) + 1 for k in keys)
@@ -184,9 +191,13 @@ class Text(Task):
                               value=o.num_classes, has_value=True)
         if o.key_words > MAX_KEY_WORDS:
             raise ConfigError(f"must be <= {MAX_KEY_WORDS}", key=f"{key}.key_words", value=o.key_words, has_value=True)
-        if not _vote_sizes(o.num_classes, o.n_keys):
-            hint = "an odd number for 2 classes" if o.num_classes == 2 else "1 or at least 3"
-            raise ConfigError(f"no close vote (winner one ahead) exists; use {hint}", key=f"{key}.n_keys",
+        if not 1 <= o.margin <= o.n_keys:
+            raise ConfigError(f"must be between 1 and n_keys ({o.n_keys})", key=f"{key}.margin", value=o.margin,
+                              has_value=True)
+        if not _vote_sizes(o.num_classes, o.n_keys, o.margin):
+            hint = ("n_keys and margin of the same parity for 2 classes" if o.num_classes == 2
+                    else "another n_keys or margin")
+            raise ConfigError(f"no vote with the winner {o.margin} ahead exists; use {hint}", key=f"{key}.n_keys",
                               value=o.n_keys, has_value=True)
         # room for the key words plus a few filler words between them
         need = o.n_keys * 12 + 16

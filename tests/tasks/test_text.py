@@ -33,8 +33,10 @@ def votes(doc: str, num_classes: int, key_words: int):
     return [table[w] for w in caps]
 
 
-@pytest.mark.parametrize("opts", [{}, {"num_classes": 3, "n_keys": 4}, {"n_keys": 5, "seq_len": 512, "min_len": 400}])
-def test_label_is_the_close_vote_of_the_key_words(opts):
+@pytest.mark.parametrize("opts", [{}, {"num_classes": 3, "n_keys": 4}, {"n_keys": 5, "seq_len": 512, "min_len": 400},
+                                  {"n_keys": 5, "margin": 3, "seq_len": 512}, {"n_keys": 4, "margin": 4, "seq_len": 512},
+                                  {"num_classes": 4, "n_keys": 6, "margin": 2, "seq_len": 512}])
+def test_label_is_the_vote_of_the_key_words(opts):
     o = cfg(**opts).options_typed()
     for split in build(**opts).values():
         for x, m, y in zip(split.x, split.mask, split.y):
@@ -46,7 +48,7 @@ def test_label_is_the_close_vote_of_the_key_words(opts):
             counts = Counter(v).most_common()
             runner_up = counts[1][1] if len(counts) > 1 else 0
             assert counts[0][0] == int(y)
-            assert counts[0][1] == runner_up + 1  # always a close vote
+            assert counts[0][1] == runner_up + o.margin  # the winner leads by exactly the margin
 
 
 def test_documents_are_words_and_keys_lie_far_apart():
@@ -90,6 +92,7 @@ def test_spec_shapes_and_balance():
 @pytest.mark.parametrize("bad, key", [
     ({"n_train": 0}, "n_train"), ({"num_classes": 1}, "num_classes"), ({"num_classes": 9}, "num_classes"),
     ({"n_keys": 2}, "n_keys"), ({"n_keys": 4}, "n_keys"), ({"num_classes": 3, "n_keys": 2}, "n_keys"),
+    ({"n_keys": 3, "margin": 2}, "n_keys"), ({"n_keys": 3, "margin": 4}, "margin"),
     ({"key_words": 7}, "key_words"), ({"key_words": 0}, "key_words"), ({"seq_len": 40}, "seq_len"),
     ({"min_len": 255}, "min_len"), ({"min_len": 10}, "min_len"), ({"bogus": 1}, "bogus"),
     ({"seq_len": "long"}, "seq_len"),
