@@ -17,4 +17,8 @@ def run_search(space_path: str, overrides: Sequence[str] = (), *, quiet: bool = 
 
         callbacks.append(MLflowTracker(space.search.mlflow_uri, space.search.experiment, space.search.artifacts))
     backend = make_backend(space)
-    return backend.run(callbacks, Progress(space.search.n_trials, quiet=quiet))
+    progress = Progress(space.search.n_trials, quiet=quiet, space=space)
+    try:
+        return backend.run(callbacks, progress)
+    finally:
+        progress.close()

@@ -3,6 +3,8 @@
     autoeff search   --space SPACE.yaml [key=value ...]   run or resume a search
     autoeff pareto   --space SPACE.yaml [--all]           print the front (or every trial)
     autoeff export   --space SPACE.yaml (--trial N | --rule "highest accuracy with latency_ms <= 20") [-o OUT.yaml]
+                     [--register NAME [--alias ALIAS]]    also log the trial's model to MLflow's registry
+    autoeff report   --space SPACE.yaml [-o REPORT.html]  one self-contained HTML page of the search
     autoeff train    --config OUT.yaml [--out DIR] [key=value ...]
     autoeff validate --space SPACE.yaml                   check a space file, print its dimensions
     autoeff list     [attentions|tasks]
@@ -28,7 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("search", help="run (or resume) an architecture search")
     s.add_argument("--space", required=True, help="search-space YAML file")
     s.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. search.n_trials=8 train.max_steps=100")
-    s.add_argument("--quiet", action="store_true", help="no progress lines")
+    s.add_argument("--quiet", action="store_true",
+                   help="no progress (by default: a live display on a terminal, plain lines in CI or a pipe)")
     s.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
 
     s = sub.add_parser("pareto", help="print the Pareto front of a search")
@@ -45,6 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--trial", type=int, help="trial number (see `autoeff pareto` or the MLflow UI)")
     g.add_argument("--rule", help="e.g. \"highest accuracy with latency_ms <= 20 and peak_memory_mb <= 8\"")
     s.add_argument("-o", "--out", help="output YAML (default: <space name>-trial<N>.yaml)")
+    s.add_argument("--register", metavar="NAME",
+                   help="also log the trial's trained model to MLflow (signature, input example) and register it as NAME")
+    s.add_argument("--alias", default="chosen", help="alias of the registered version (default: chosen)")
+
+    s = sub.add_parser("report", help="write one self-contained HTML page of a search (front, plots, tables)")
+    s.add_argument("--space", required=True)
+    s.add_argument("overrides", nargs="*")
+    s.add_argument("-o", "--out", help="output HTML (default: <study>-report.html)")
 
     s = sub.add_parser("train", help="train an exported config with its full budget")
     s.add_argument("--config", required=True)
@@ -74,7 +85,11 @@ def _cmd_search(a) -> int:
     print(to_text(res.space, res.front))
     print(", ".join(f"{k}={v:.4g}" for k, v in res.summary.items()))
     if not a.no_mlflow:
-        print(f"\nReview it: mlflow ui --backend-store-uri {s.mlflow_uri}   (experiment '{s.experiment}')")
+        from .tracking import ui_link
+
+        print(f"\nReview it: mlflow ui --backend-store-uri {s.mlflow_uri}   (experiment '{s.experiment}'), then open")
+        print(f"  {ui_link(s.mlflow_uri, s.experiment)}")
+    print(f"A page to share: autoeff report --space {a.space} -o {s.study_name}-report.html")
     print(f"Export one: autoeff export --space {a.space} --trial N -o model.yaml")
     return 0
 
@@ -125,6 +140,29 @@ def _cmd_export(a) -> int:
     print(f"exported trial {rec.number} (accuracy {m.get('accuracy', float('nan')):.4g}, "
           f"latency {m.get('latency_ms', float('nan')):.4g} ms, memory {m.get('peak_memory_mb', float('nan')):.4g} MB) -> {path}")
     print(f"train it: autoeff train --config {path}")
+    if a.register:
+        from .search.space import load_space
+        from .tracking.model_registry import register_trial_model  # mlflow and torch: only here
+
+        space = load_space(a.space, a.overrides, check=False)
+        reg = register_trial_model(space, rec, a.register, a.alias)
+        print(f"registered {reg.name} version {reg.version} (alias '{reg.alias}') from trial {rec.number}'s "
+              f"checkpoint in {space.search.mlflow_uri}")
+        print(f"load it: mlflow.pytorch.load_model(\"{reg.model_uri}\")  # forward(x) -> logits")
+    return 0
+
+
+def _cmd_report(a) -> int:
+    from .search.backends import load_records
+    from .search.runner import front_of
+    from .search.space import load_space
+    from .tracking.report import write_report
+
+    space = load_space(a.space, a.overrides, check=False)
+    recs = load_records(space)
+    front = front_of(space, recs)
+    out = write_report(space, recs, front, Path(a.out or f"{space.search.study_name}-report.html"))
+    print(f"report: {out} ({len(recs)} trials, {len(front)} on the front; opens offline in any browser)")
     return 0
 
 
@@ -189,7 +227,8 @@ def _cmd_bench(a) -> int:
     return 2
 
 
-COMMANDS = {"search": _cmd_search, "pareto": _cmd_pareto, "export": _cmd_export, "train": _cmd_train,
+COMMANDS = {"search": _cmd_search, "pareto": _cmd_pareto, "export": _cmd_export, "report": _cmd_report,
+            "train": _cmd_train,
             "validate": _cmd_validate, "list": _cmd_list, "bench": _cmd_bench}
 
 

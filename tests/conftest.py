@@ -30,3 +30,20 @@ def autoeff_cmd():
     """The installed console script next to this interpreter."""
     exe = Path(sys.executable).parent / "autoeff"
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "autoeff.cli"]
+
+
+@pytest.fixture(scope="session")
+def smoke_store(tmp_path_factory):
+    """One finished smoke search (the real CLI, about 15-40 s), shared by the tests that only read
+    its stores: MLflow layout, report, model registry, browser. Returns its folder and names."""
+    import subprocess
+
+    d = tmp_path_factory.mktemp("smoke-search")
+    space = str(REPO / "search_spaces" / "smoke.yaml")
+    exe = Path(sys.executable).parent / "autoeff"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "autoeff.cli"]
+    r = subprocess.run(cmd + ["search", "--space", space], cwd=d, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"smoke search failed:\n{r.stdout}\n{r.stderr[-4000:]}"
+    return {"dir": d, "space": space, "stdout": r.stdout, "stderr": r.stderr, "cmd": cmd,
+            "mlflow_uri": f"sqlite:///{d / 'mlflow.db'}", "storage": f"sqlite:///{d / 'autoeff.db'}",
+            "experiment": "smoke"}

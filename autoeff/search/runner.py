@@ -1,11 +1,15 @@
-"""What every backend shares: callbacks, progress lines, the front and its re-measurement."""
+"""What every backend shares: callbacks, the progress display, the front and its re-measurement."""
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from .names import run_name
 from .record import TrialRecord
 from .pareto import hypervolume, pareto_front
 from .space import Space
@@ -29,29 +33,92 @@ class SearchResult:
     summary: Dict[str, float] = field(default_factory=dict)
 
 
-class Progress:
-    """Plain progress lines on stderr: one per trial, plus training steps inside a trial."""
+def _is_ci() -> bool:
+    v = os.environ.get("CI", "")
+    return bool(v) and v.lower() not in ("0", "false", "no")
 
-    def __init__(self, total: int, stream=None, quiet: bool = False):
+
+def _clock(seconds: float) -> str:
+    s = int(max(0, seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class Progress:
+    """The one place a search reports its progress, on stderr.
+
+    - **live** (stderr is a terminal, not in CI, ``TERM`` not ``dumb``): a block at the bottom of
+      the terminal, redrawn every second: the running trial and its training step, trials done /
+      running / pruned / failed, elapsed and estimated time left, the current front as a compact
+      table. Messages scroll above it.
+    - **plain** (CI, a pipe or a file): one line per event, as a log, plus a summary line after
+      every trial.
+    - **quiet**: nothing.
+    """
+
+    REFRESH_S = 1.0
+
+    def __init__(self, total: int, stream=None, quiet: bool = False, *, space: Optional[Space] = None,
+                 live: Optional[bool] = None):
         self.total = total
         self.stream = stream or sys.stderr
         self.quiet = quiet
+        self.space = space
         self.t0 = time.perf_counter()
+        if live is None:
+            isatty = getattr(self.stream, "isatty", lambda: False)
+            live = bool(isatty()) and not _is_ci() and os.environ.get("TERM", "") != "dumb"
+        self.live = live and not quiet
+        self.records: Dict[int, TrialRecord] = {}
+        self.running: Dict[int, Tuple[float, str]] = {}  # number -> (start time, label)
+        self.step = ""
+        self._drawn = 0
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._ticker: Optional[threading.Thread] = None
+
+    # ---- what backends call -----------------------------------------------------------
+    def begin(self, space: Space, records: Sequence[TrialRecord]) -> None:
+        """The search starts (or resumes with ``records`` already stored)."""
+        with self._lock:
+            self.space = space
+            for r in records:
+                if r.status != "running":
+                    self.records[r.number] = r
+        if self.live and self._ticker is None:
+            self._ticker = threading.Thread(target=self._tick, name="autoeff-progress", daemon=True)
+            self._ticker.start()
+        self._redraw()
 
     def __call__(self, msg: str) -> None:
-        if not self.quiet:
-            el = time.perf_counter() - self.t0
-            print(f"[autoeff {el:6.0f}s] {msg}", file=self.stream, flush=True)
+        if self.quiet:
+            return
+        el = time.perf_counter() - self.t0
+        line = f"[autoeff {el:6.0f}s] {msg}"
+        if not self.live:
+            print(line, file=self.stream, flush=True)
+            return
+        self._redraw(above=[line])
 
     def trial_start(self, done: int, number: int, params: Mapping[str, Any], what: str = "") -> None:
         short = " ".join(f"{_short(k)}={_fmt(v)}" for k, v in params.items())
+        with self._lock:
+            self.running[number] = (time.perf_counter(), short)
+            self.step = ""
         self(f"trial {number} ({what or f'{done + 1}/{self.total}'}): {short}")
 
     def training(self, step: int, max_steps: int, loss: float) -> None:
-        if step in {max_steps // 4, max_steps // 2, (3 * max_steps) // 4}:
+        if self.live:
+            with self._lock:
+                self.step = f"step {step}/{max_steps} loss {loss:.3f}"
+            self._redraw()
+        elif step in {max_steps // 4, max_steps // 2, (3 * max_steps) // 4}:
             self(f"    step {step}/{max_steps} loss {loss:.3f}")
 
     def trial_end(self, rec: TrialRecord) -> None:
+        with self._lock:
+            self.running.pop(rec.number, None)
+            self.records[rec.number] = rec
+            self.step = ""
         m = rec.metrics
         if rec.status in ("complete", "proxy"):
             acc = "accuracy" if rec.status == "complete" else "proxy_accuracy"
@@ -59,6 +126,100 @@ class Progress:
                  f"memory {m.get('peak_memory_mb', 0):.2f} MB  ({rec.duration_s:.0f}s)")
         else:
             self(f"    -> {rec.status}: {rec.reason}")
+        if not self.live:
+            self(f"    [{self.summary_line()}]")
+
+    def close(self) -> None:
+        """Stop redrawing; the last block stays on the terminal."""
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=2)
+            self._ticker = None
+        if self.live and self._drawn:
+            self._redraw()
+            with self._lock:
+                self._drawn = 0  # what follows prints below the block
+
+    # ---- what the display shows ---------------------------------------------------------
+    def counts(self) -> Dict[str, int]:
+        c = {s: 0 for s in ("complete", "infeasible", "pruned", "failed", "interrupted")}
+        for r in self.records.values():
+            c[r.status] = c.get(r.status, 0) + 1
+        return c
+
+    def eta_s(self) -> Optional[float]:
+        """Estimated seconds left: the mean duration of finished trials times the trials to go."""
+        durs = [r.duration_s for r in self.records.values() if r.duration_s > 0 and r.status != "interrupted"]
+        if not durs:
+            return None
+        mean = sum(durs) / len(durs)
+        done = sum(1 for r in self.records.values() if r.status != "interrupted")
+        now = time.perf_counter()
+        left = max(0, self.total - done - len(self.running)) * mean
+        left += sum(max(0.0, mean - (now - t)) for t, _ in self.running.values())
+        return left
+
+    def summary_line(self) -> str:
+        with self._lock:
+            c = self.counts()
+            done = sum(v for k, v in c.items() if k != "interrupted")
+            parts = [f"{done}/{self.total} done", f"{c['complete']} complete", f"{c['infeasible']} infeasible",
+                     f"{c['pruned']} pruned", f"{c['failed']} failed", f"{len(self.running)} running"]
+            eta = self.eta_s()
+            line = ", ".join(parts) + f"; elapsed {_clock(time.perf_counter() - self.t0)}"
+            if eta is not None and done < self.total:
+                line += f", about {_clock(eta)} left"
+            front = self.front()
+            if front:
+                line += "; front: trial" + ("s " if len(front) > 1 else " ") + ", ".join(str(r.number) for r in front)
+            return line
+
+    def front(self) -> List[TrialRecord]:
+        if self.space is None:
+            return []
+        return front_of(self.space, list(self.records.values()))
+
+    def block(self) -> List[str]:
+        """The live display's lines (also what tests read)."""
+        with self._lock:
+            name = self.space.name if self.space is not None else "search"
+            now = time.perf_counter()
+            lines = []
+            for number, (t, label) in sorted(self.running.items()):
+                lines.append(f"> {name}: trial {number} running {_clock(now - t)}  {label}"
+                             + (f"  [{self.step}]" if self.step else ""))
+            if not self.running:
+                lines.append(f"> {name}")
+            lines.append("  " + self.summary_line())
+            front = self.front()
+            if front and self.space is not None:
+                lines.append(f"  current front ({len(front)} point{'s' if len(front) != 1 else ''}, "
+                             "search-time figures):")
+                lines += ["    " + ln for ln in compact_front(self.space, front)]
+            return lines
+
+    # ---- terminal drawing -----------------------------------------------------------------
+    def _tick(self) -> None:
+        while not self._stop.wait(self.REFRESH_S):
+            self._redraw()
+
+    def _redraw(self, above: Sequence[str] = ()) -> None:
+        if not self.live:
+            return
+        width = max(20, shutil.get_terminal_size((100, 24)).columns - 1)
+        with self._lock:
+            out = []
+            if self._drawn:
+                out.append(f"\x1b[{self._drawn}F\x1b[J")  # up to the block's first line, clear below
+            out += [ln + "\n" for ln in above]
+            lines = [ln[:width] for ln in self.block()]  # no wrapping: the redraw counts lines
+            out += ["\x1b[2m" + ln + "\x1b[0m\n" for ln in lines]
+            self._drawn = len(lines)
+            try:
+                self.stream.write("".join(out))
+                self.stream.flush()
+            except (OSError, ValueError):  # the terminal went away
+                self.live = False
 
 
 def _short(name: str) -> str:
@@ -73,6 +234,22 @@ def _fmt(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
+def compact_front(space: Space, front: Sequence[TrialRecord], max_rows: int = 6) -> List[str]:
+    """A few lines for the live display: the front's points, best first by the first objective."""
+    names = space.objective_names
+    short = {"accuracy": "acc", "latency_ms": "ms", "peak_memory_mb": "MB", "size_mb": "size MB",
+             "proxy_accuracy": "proxy acc"}
+    shown = list(front)[:max_rows]
+    cols = ["trial", *[short.get(n, n) for n in names]]
+    rows = [[str(r.number), *[_fmt(r.metrics.get(n)) for n in names]] for r in shown]
+    widths = [max(len(c), *(len(row[i]) for row in rows)) if rows else len(c) for i, c in enumerate(cols)]
+    fmt = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, widths))  # noqa: E731
+    out = [fmt(cols) + "  run"] + [fmt(row) + "  " + run_name(r) for row, r in zip(rows, shown)]
+    if len(front) > max_rows:
+        out.append(f"... and {len(front) - max_rows} more")
+    return out
+
+
 def front_of(space: Space, records: Sequence[TrialRecord]) -> List[TrialRecord]:
     """Feasible complete trials that no other feasible trial dominates."""
     cand = [r for r in records if r.feasible and r.values is not None]
@@ -80,6 +257,27 @@ def front_of(space: Space, records: Sequence[TrialRecord]) -> List[TrialRecord]:
         return []
     idx = pareto_front([r.values for r in cand], space.directions)
     return [cand[i] for i in idx]
+
+
+def search_time_front(space: Space, records: Sequence[TrialRecord]) -> List[TrialRecord]:
+    """The front on the figures measured during the search (before any re-measurement): what
+    the backend's own tools (e.g. Optuna Dashboard) show."""
+    import copy
+
+    old = []
+    for r in records:
+        c = copy.copy(r)
+        if r.remeasured and r.values is not None:
+            m = dict(r.metrics)
+            for o in space.objectives:
+                if f"search_{o.name}" in m:
+                    m[o.name] = m[f"search_{o.name}"]
+            c.metrics = m
+            c.values = [float(m[o.name]) for o in space.objectives]
+            c.violations = [con.violation(m) for con in space.constraints]
+        old.append(c)
+    ids = {r.number for r in front_of(space, old)}
+    return [r for r in records if r.number in ids]
 
 
 def reference_point(space: Space, records: Sequence[TrialRecord]) -> List[float]:
@@ -93,6 +291,41 @@ def reference_point(space: Space, records: Sequence[TrialRecord]) -> List[float]
         else:
             ref.append(max(col) * 1.1 + 1e-9)
     return ref
+
+
+def hypervolume_history(space: Space, records: Sequence[TrialRecord]) -> List[Tuple[int, float]]:
+    """(trial number, hypervolume of the front of the trials up to it), in trial order, all
+    against one reference point (the whole search's), so the values are comparable and never
+    decrease; the last one is the search's hypervolume."""
+    ref = reference_point(space, records)
+    out: List[Tuple[int, float]] = []
+    seen: List[TrialRecord] = []
+    for r in sorted(records, key=lambda r: r.number):
+        seen.append(r)
+        fr = front_of(space, seen)
+        hv = hypervolume([f.values for f in fr], space.directions, ref) if fr else 0.0
+        out.append((r.number, float(hv)))
+    return out
+
+
+def summarize(space: Space, records: Sequence[TrialRecord], front: Sequence[TrialRecord]) -> Dict[str, float]:
+    """Counts, front size, hypervolume and best accuracy of a search."""
+    summary: Dict[str, float] = {
+        "n_trials": float(len(records)),
+        "n_complete": float(sum(r.status == "complete" for r in records)),
+        "n_infeasible": float(sum(r.status == "infeasible" for r in records)),
+        "n_failed": float(sum(r.status == "failed" for r in records)),
+        "front_size": float(len(front)),
+    }
+    n_pruned = sum(r.status == "pruned" for r in records)
+    if n_pruned:
+        summary["n_pruned"] = float(n_pruned)
+    if front:
+        summary["hypervolume"] = hypervolume([r.values for r in front], space.directions,
+                                             reference_point(space, records))
+        if "accuracy" in space.objective_names:
+            summary["best_accuracy"] = max(r.metrics["accuracy"] for r in front)
+    return summary
 
 
 def finalize(space: Space, records: List[TrialRecord], log: Callable[[str], None],
@@ -113,16 +346,5 @@ def finalize(space: Space, records: List[TrialRecord], log: Callable[[str], None
         front = front_of(space, records)
     for r in records:
         r.pareto = any(r.number == f.number for f in front)
-    summary: Dict[str, float] = {
-        "n_trials": float(len(records)),
-        "n_complete": float(sum(r.status == "complete" for r in records)),
-        "n_infeasible": float(sum(r.status == "infeasible" for r in records)),
-        "n_failed": float(sum(r.status == "failed" for r in records)),
-        "front_size": float(len(front)),
-    }
-    if front:
-        summary["hypervolume"] = hypervolume([r.values for r in front], space.directions,
-                                             reference_point(space, records))
-        if "accuracy" in space.objective_names:
-            summary["best_accuracy"] = max(r.metrics["accuracy"] for r in front)
+    summary = summarize(space, records, front)
     return SearchResult(space, list(records), front, summary)

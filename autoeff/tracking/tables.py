@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from ..search.names import compress_label, run_name  # noqa: F401  (re-exported)
 from ..search.record import TrialRecord
 from ..search.space import Space
 
@@ -38,6 +39,10 @@ def glossary_markdown() -> str:
     return "\n".join(rows) + "\n"
 
 
+#: metrics shown beside the objectives in tables when trials carry them
+EXTRA_COLUMNS = ("proxy_accuracy", "test_accuracy", "latency_spread", "size_mb", "params", "train_time_s")
+
+
 def arch_summary(rec: TrialRecord) -> str:
     """A short architecture label: 'linformer(rank=64) d2 w128 h4'; hybrids list their layers,
     'hybrid[linear|full] d2 w64 h4'."""
@@ -45,6 +50,8 @@ def arch_summary(rec: TrialRecord) -> str:
     att = cfg.get("attention", {})
     m = cfg.get("model", {})
     size = f"d{m.get('depth', '?')} w{m.get('width', '?')} h{m.get('heads', '?')}"
+    comp = compress_label(rec)
+    size += f" {comp}" if comp else ""
     if att.get("layers"):
         parts = [_family(a, {k.split(".", 3)[-1]: v for k, v in rec.params.items()
                              if k.startswith(f"attention.layers.{i}.{a.get('kind')}.")})
@@ -64,11 +71,11 @@ def _family(section: Dict[str, Any], searched: Dict[str, Any]) -> str:
 def front_rows(space: Space, records: Sequence[TrialRecord]) -> List[Dict[str, Any]]:
     rows = []
     for r in records:
-        row: Dict[str, Any] = {"trial": r.number, "status": r.status, "pareto": r.pareto,
-                               "feasible": r.feasible, "architecture": arch_summary(r)}
-        for o in space.objectives:
+        row: Dict[str, Any] = {"trial": r.number, "run": run_name(r)}
+        for o in space.objectives:  # the objectives first: what a table view shows without scrolling
             row[o.name] = r.metrics.get(o.name)
-        for k in ("test_accuracy", "latency_spread", "params", "size_mb", "train_time_s"):
+        row.update({"status": r.status, "pareto": r.pareto, "feasible": r.feasible, "architecture": arch_summary(r)})
+        for k in EXTRA_COLUMNS:
             if k in r.metrics:
                 row[k] = r.metrics[k]
         for k, v in r.metrics.items():
@@ -104,16 +111,48 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def to_text(space: Space, front: Sequence[TrialRecord], markdown: bool = False) -> str:
-    """The front as an aligned table (or Markdown), best first by the first objective."""
+def to_table_json(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Rows as ``{"columns": [...], "data": [[...], ...]}``: the JSON that ``mlflow.log_table``
+    writes and that the MLflow UI shows in its table view (floats to 4 significant digits; the
+    CSV keeps them whole)."""
+    keys: List[str] = []
+    for r in rows:
+        for k in r:
+            if k not in keys:
+                keys.append(k)
+    def clean(v: Any) -> Any:
+        if isinstance(v, float):
+            return None if v != v else float(f"{v:.4g}")  # NaN is no JSON; 4 digits read at a glance
+        return v
+
+    return {"columns": keys, "data": [[clean(r.get(k)) for k in keys] for r in rows]}
+
+
+def _columns(space: Space, front: Sequence[TrialRecord]) -> List[str]:
     per_task = sorted({k for r in front for k in r.metrics if k.startswith("accuracy.")})
     per_task = per_task if len(per_task) > 1 else []  # one task: the same as accuracy
-    cols = ["trial", "architecture", *space.objective_names, *per_task, "test_accuracy", "params"]
-    rows = [[_fmt(r.number), arch_summary(r), *[_fmt(r.metrics.get(c)) for c in cols[2:]]] for r in front]
+    extra = [c for c in ("proxy_accuracy",) if any(c in r.metrics for r in front) and c not in space.objective_names]
+    return [*space.objective_names, *extra, *per_task, "test_accuracy", "params"]
+
+
+def to_text(space: Space, front: Sequence[TrialRecord], markdown: bool = False,
+            links: Optional[Mapping[int, str]] = None) -> str:
+    """The front as an aligned table (or Markdown), best first by the first objective.
+    ``links`` (trial number -> URL) turns the Markdown run names into links."""
+    cols = ["trial", "run", "architecture", *_columns(space, front)]
+    rows = []
+    for r in front:
+        name = run_name(r)
+        if markdown and links and r.number in links:
+            name = f"[{name}]({links[r.number]})"
+        rows.append([_fmt(r.number), name, arch_summary(r), *[_fmt(r.metrics.get(c)) for c in cols[3:]]])
+    if not markdown:  # the terminal: the run name repeats what trial and architecture say
+        cols = [c for c in cols if c != "run"]
+        rows = [row[:1] + row[2:] for row in rows]
     if markdown:
         out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         out += ["| " + " | ".join(row) + " |" for row in rows]
         return "\n".join(out) + "\n"
     widths = [max(len(c), *(len(row[i]) for row in rows)) if rows else len(c) for i, c in enumerate(cols)]
-    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths))  # noqa: E731
+    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
     return "\n".join([line(cols), line(["-" * w for w in widths]), *[line(r) for r in rows]]) + "\n"

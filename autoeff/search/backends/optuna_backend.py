@@ -229,13 +229,15 @@ class OptunaBackend:
         if existing:
             log(f"resuming study '{space.search.study_name}' from {space.search.storage}: "
                 f"{done}/{space.search.n_trials} trials finished")
+        records = self.records()
+        progress.begin(space, records)
         artifacts = str(Path(space.search.artifacts) / space.search.study_name)
         strategy = make_strategy(space)
         info["strategy"] = strategy.name
         info["front_accuracy"] = strategy.front_accuracy
         info["prepared"] = strategy.prepare(log, artifacts)
         for cb in callbacks:
-            cb.on_search_start(space, self.records(), info)
+            cb.on_search_start(space, records, info)
         dupes = 0
         t_start = time.monotonic()
         while done < space.search.n_trials:
@@ -277,9 +279,57 @@ class OptunaBackend:
         result = finalize(space, records, log, self._save_remeasured)
         result.summary.update(info["prepared"])
         result.summary.update(strategy.summary(records))
+        dashboard_note(self.study, space, result)
         for cb in callbacks:
             cb.on_search_end(space, result.front, result.records, result.summary)
         return result
+
+
+def dashboard_note(study: optuna.Study, space: Space, result: SearchResult) -> bool:
+    """Tell Optuna Dashboard's users which front to trust: a Markdown note on the study.
+
+    The dashboard computes its Pareto front from the values told to Optuna during the search;
+    autoeff re-measures the front's candidates alone afterwards and recomputes the front on those
+    figures (kept in the study's user attributes). The note lists both fronts and the re-measured
+    figures. Returns False when optuna-dashboard is not installed (nothing to annotate).
+    """
+    try:
+        from optuna_dashboard import save_note
+    except ImportError:
+        return False
+    from ..runner import search_time_front
+
+    ours = [r.number for r in result.front]
+    theirs = [r.number for r in search_time_front(space, result.records)]
+    names = space.objective_names
+    lines = ["## autoeff: which front to trust", "",
+             "This dashboard's Pareto front uses the figures measured **during the search** (what the "
+             "sampler saw). After the search, autoeff re-measured the front's candidates one at a time, "
+             "alone on the machine, and recomputed the front on those figures. **Trust autoeff's front** "
+             "(`autoeff pareto`, the MLflow parent run, `autoeff report`) for deployment.", "",
+             f"- autoeff's front (re-measured): trials {', '.join(map(str, ours)) or 'none'}",
+             f"- this dashboard's front (search-time figures): trials {', '.join(map(str, theirs)) or 'none'}"
+             + ("" if sorted(ours) == sorted(theirs) else "  (they differ)"), "",
+             "| trial | " + " | ".join(f"{n} (re-measured)" for n in names) + " | "
+             + " | ".join(f"{n} (search)" for n in names if f"search_{n}" in _any_metrics(result.front)) + " |"]
+    shown = [n for n in names if f"search_{n}" in _any_metrics(result.front)]
+    lines.append("|---|" + "---|" * (len(names) + len(shown)))
+    for r in result.front:
+        lines.append(f"| {r.number} | " + " | ".join(_g(r.metrics.get(n)) for n in names) + " | "
+                     + " | ".join(_g(r.metrics.get(f"search_{n}")) for n in shown) + " |")
+    try:
+        save_note(study, "\n".join(lines) + "\n")
+    except Exception:  # a note is a courtesy: never fail a finished search over it
+        return False
+    return True
+
+
+def _any_metrics(recs: Sequence[TrialRecord]) -> set:
+    return {k for r in recs for k in r.metrics}
+
+
+def _g(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, (int, float)) else ""
 
 
 def study_records(study: optuna.Study) -> List[TrialRecord]:
