@@ -147,7 +147,7 @@ def _cmd_export(a) -> int:
         space = load_space(a.space, a.overrides, check=False)
         reg = register_trial_model(space, rec, a.register, a.alias)
         print(f"registered {reg.name} version {reg.version} (alias '{reg.alias}') from trial {rec.number}'s "
-              f"checkpoint in {space.search.mlflow_uri}")
+              f"checkpoint in {space.search.mlflow_uri} ({reg.serialization})")
         print(f"load it: mlflow.pytorch.load_model(\"{reg.model_uri}\")  # forward(x) -> logits")
     return 0
 

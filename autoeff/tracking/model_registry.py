@@ -3,8 +3,10 @@
 The trial's checkpoint (trained with the search's budget) is logged with ``mlflow.pytorch`` into
 the trial's own run (so the registered version links to it), with a signature and an input
 example of the first task's shape, registered under NAME and given an alias. Load it with
-``mlflow.pytorch.load_model("models:/NAME@ALIAS")``: a ``ServingModel`` whose ``forward(x)``
-takes the task's inputs (token ids or features) and returns logits.
+``mlflow.pytorch.load_model("models:/NAME@ALIAS")``: a module whose ``forward(x)`` takes the
+task's inputs (token ids or features) and returns logits. It is saved as a ``torch.export``
+graph (MLflow's default "pt2": loads without autoeff), or, for an architecture that cannot be
+traced, as the pickled ``ServingModel``.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class Registered:
     alias: str
     model_uri: str  # models:/NAME@ALIAS
     run_id: Optional[str]
+    serialization: str  # "pt2" (torch.export) or "pickle"
 
 
 def _trial_run(client: MlflowClient, space: Space, number: int) -> Optional[str]:
@@ -74,18 +77,31 @@ def register_trial_model(space: Space, rec: TrialRecord, name: str, alias: str =
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(tracking_uri=uri)
     run_id = _trial_run(client, space, rec.number)
-    requirements = [f"torch=={torch.__version__.split('+')[0]}", "autoeff"]  # the class lives in autoeff
     description = (f"{run_name(rec)}: {arch_summary(rec)}, trial {rec.number} of study "
                    f"'{space.search.study_name}' ({space.file}); " + ", ".join(
                        f"{k} {rec.metrics[k]:.4g}" for k in ("accuracy", "latency_ms", "peak_memory_mb", "size_mb")
                        if isinstance(rec.metrics.get(k), (int, float))) + f"; task '{spec.name}' inputs")
+    torch_req = f"torch=={torch.__version__.split('+')[0]}"
+
+    def log(fmt: str):
+        # pt2 (torch.export): a traced graph that loads without autoeff and runs no pickled code;
+        # pickle: the module itself (autoeff must be importable where it is loaded)
+        reqs = [torch_req] if fmt == "pt2" else [torch_req, "autoeff"]
+        return mlflow.pytorch.log_model(serving, name="model", signature=signature, input_example=x.numpy(),
+                                        registered_model_name=name, pip_requirements=reqs,
+                                        serialization_format=fmt)
+
+    def log_any():
+        try:
+            return log("pt2"), "pt2"
+        except Exception:  # an architecture torch.export cannot trace: keep the module as it is
+            return log("pickle"), "pickle"
+
     if run_id is not None:
         with mlflow.start_run(run_id=run_id):
-            info = mlflow.pytorch.log_model(serving, name="model", signature=signature, input_example=x.numpy(),
-                                            registered_model_name=name, pip_requirements=requirements)
+            info, fmt = log_any()
     else:  # a search run without MLflow: the model is logged on its own
-        info = mlflow.pytorch.log_model(serving, name="model", signature=signature, input_example=x.numpy(),
-                                        registered_model_name=name, pip_requirements=requirements)
+        info, fmt = log_any()
     version = str(info.registered_model_version)
     client.set_registered_model_alias(name, alias, version)
     client.update_model_version(name, version, description=description)
@@ -94,4 +110,5 @@ def register_trial_model(space: Space, rec: TrialRecord, name: str, alias: str =
         client.set_model_version_tag(name, version, k, v)
     if run_id is not None:
         client.set_tag(run_id, "autoeff.registered", f"{name} v{version} @{alias}")
-    return Registered(name, version, alias, f"models:/{name}@{alias}", run_id)
+    client.set_model_version_tag(name, version, "autoeff.serialization", fmt)
+    return Registered(name, version, alias, f"models:/{name}@{alias}", run_id, fmt)
