@@ -93,6 +93,7 @@ def front_figure(space: Space, records: Sequence[TrialRecord], front: Sequence[T
                             xytext=(4, 4), fontsize=7)
         ax.set_xlabel(cost)
         ax.set_ylabel(quality)
+        ax.margins(x=0.08, y=0.1)  # no point or label on the frame
         _cost_axis(ax, [r.metrics[cost] for r in shown])
         ax.grid(alpha=0.3)
         ax.set_title(f"{quality} vs {cost}")
