@@ -43,19 +43,47 @@ def compress_label(rec: TrialRecord) -> str:
     return "-".join(p for p in parts if p)
 
 
+def _layers(rec: TrialRecord):
+    """[(kind, {knob: value})] for each attention layer: one entry for a plain model, one per
+    layer for a hybrid (``attention.layers``), knobs as sampled (``attention[.layers.<i>].<kind>.<knob>``)."""
+    cfg = rec.config or {}
+    att = cfg.get("attention") if isinstance(cfg.get("attention"), dict) else {}
+    if isinstance(att.get("layers"), list) and att["layers"]:
+        out = []
+        for i, layer in enumerate(att["layers"]):
+            kind = str(layer.get("kind", "?"))
+            pre = f"attention.layers.{i}.{kind}."
+            out.append((kind, {k[len(pre):]: v for k, v in rec.params.items() if k.startswith(pre)}))
+        return out
+    n_layers = sorted({int(k.split(".")[2]) for k in rec.params
+                       if k.startswith("attention.layers.") and k.split(".")[2].isdigit()})
+    if not att and n_layers:  # no config yet (failed early): the sampled per-layer kinds
+        return [(str(rec.params.get(f"attention.layers.{i}.kind", "?")), {}) for i in n_layers]
+    kind = str(att.get("kind") or rec.params.get("attention.kind") or "")
+    pre = f"attention.{kind}."
+    return [(kind, {k[len(pre):]: v for k, v in rec.params.items() if k.startswith(pre)})] if kind else []
+
+
+def family_label(rec: TrialRecord, *, short: bool = True) -> str:
+    """'linformer-k64' (short) / 'linformer(rank=64)'; hybrids join their layers with '+'."""
+    parts = []
+    for kind, knobs in _layers(rec):
+        if short:
+            parts.append("-".join([kind, *[f"{KNOB_ABBREVIATIONS.get(k, k)}{_short(v)}" for k, v in knobs.items()]]))
+        else:
+            parts.append(kind + ("(" + ",".join(f"{k}={v}" for k, v in knobs.items()) + ")" if knobs else ""))
+    return "+".join(parts)
+
+
 def run_name(rec: TrialRecord) -> str:
     """What the model is, readable in a runs table: 't017-linformer-k64-d4-w128-int8'
-    (trial number, attention family and its searched knobs, depth, width, compression)."""
+    (trial number, attention family and its searched knobs (hybrids: one per layer, joined by
+    '+'), depth, width, compression)."""
     cfg = rec.config or {}
-    att = cfg.get("attention", {}) if isinstance(cfg.get("attention"), dict) else {}
-    kind = att.get("kind") or rec.params.get("attention.kind") or ""
     parts = [f"t{rec.number:03d}"]
-    if kind:
-        parts.append(str(kind))
-        for k, v in rec.params.items():
-            if k.startswith(f"attention.{kind}."):
-                knob = k.split(".")[-1]
-                parts.append(f"{KNOB_ABBREVIATIONS.get(knob, knob)}{_short(v)}")
+    fam = family_label(rec)
+    if fam:
+        parts.append(fam)
     model = cfg.get("model", {}) if isinstance(cfg.get("model"), dict) else {}
     depth = model.get("depth", rec.params.get("model.depth"))
     width = model.get("width", rec.params.get("model.width"))

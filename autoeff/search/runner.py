@@ -142,7 +142,7 @@ class Progress:
 
     # ---- what the display shows ---------------------------------------------------------
     def counts(self) -> Dict[str, int]:
-        c = {s: 0 for s in ("complete", "infeasible", "pruned", "failed", "interrupted")}
+        c = {s: 0 for s in ("complete", "infeasible", "pruned", "failed", "interrupted", "proxy")}
         for r in self.records.values():
             c[r.status] = c.get(r.status, 0) + 1
         return c
@@ -163,8 +163,9 @@ class Progress:
         with self._lock:
             c = self.counts()
             done = sum(v for k, v in c.items() if k != "interrupted")
-            parts = [f"{done}/{self.total} done", f"{c['complete']} complete", f"{c['infeasible']} infeasible",
-                     f"{c['pruned']} pruned", f"{c['failed']} failed", f"{len(self.running)} running"]
+            parts = [f"{done}/{self.total} done", *([f"{c['proxy']} proxy"] if c["proxy"] else []),
+                     f"{c['complete']} complete", f"{c['infeasible']} infeasible", f"{c['pruned']} pruned",
+                     f"{c['failed']} failed", f"{len(self.running)} running"]
             eta = self.eta_s()
             line = ", ".join(parts) + f"; elapsed {_clock(time.perf_counter() - self.t0)}"
             if eta is not None and done < self.total:
@@ -179,6 +180,18 @@ class Progress:
             return []
         return front_of(self.space, list(self.records.values()))
 
+    def proxy_front(self) -> List[TrialRecord]:
+        """One-shot proxy trials that no other feasible proxy dominates (their values carry the
+        proxy accuracy): what the live display shows before any real trial completes."""
+        if self.space is None:
+            return []
+        cand = [r for r in self.records.values() if r.status == "proxy" and r.values is not None
+                and all(v <= 0 for v in r.violations)]
+        if not cand:
+            return []
+        idx = pareto_front([r.values for r in cand], self.space.directions)
+        return [cand[i] for i in idx]
+
     def block(self) -> List[str]:
         """The live display's lines (also what tests read)."""
         with self._lock:
@@ -191,10 +204,11 @@ class Progress:
             if not self.running:
                 lines.append(f"> {name}")
             lines.append("  " + self.summary_line())
-            front = self.front()
+            front, what = self.front(), "search-time figures"
+            if not front:
+                front, what = self.proxy_front(), "proxy accuracy, inherited weights"
             if front and self.space is not None:
-                lines.append(f"  current front ({len(front)} point{'s' if len(front) != 1 else ''}, "
-                             "search-time figures):")
+                lines.append(f"  current front ({len(front)} point{'s' if len(front) != 1 else ''}, {what}):")
                 lines += ["    " + ln for ln in compact_front(self.space, front)]
             return lines
 
@@ -317,9 +331,10 @@ def summarize(space: Space, records: Sequence[TrialRecord], front: Sequence[Tria
         "n_failed": float(sum(r.status == "failed" for r in records)),
         "front_size": float(len(front)),
     }
-    n_pruned = sum(r.status == "pruned" for r in records)
-    if n_pruned:
-        summary["n_pruned"] = float(n_pruned)
+    for status in ("pruned", "proxy"):
+        n = sum(r.status == status for r in records)
+        if n:
+            summary[f"n_{status}"] = float(n)
     if front:
         summary["hypervolume"] = hypervolume([r.values for r in front], space.directions,
                                              reference_point(space, records))

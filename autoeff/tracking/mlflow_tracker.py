@@ -164,6 +164,8 @@ def view_state(space: Space) -> Dict[str, Any]:
                                          if m not in space.objective_names]]
     if len(space.base.get("tasks") or []) > 1:
         metrics += [f"accuracy.{t.get('name') or t.get('kind')}" for t in space.base["tasks"]]
+    if space.search.strategy == "oneshot":
+        metrics.insert(1, "proxy_accuracy")
     cols = [f"metrics.`{m}`" for m in metrics]
     cols += ["tags.`pareto`", "tags.`status`", "tags.`reason`", "params.`attention.kind`"]
     return {"searchFilter": "", "orderByKey": f"metrics.`{quality}`",
@@ -196,6 +198,7 @@ class MLflowTracker(SearchCallback):
         self.experiment = experiment
         self.parent_id: Optional[str] = None
         self.trial_runs: Dict[int, str] = {}
+        self.info: Dict[str, Any] = {}
 
     # ---- helpers ------------------------------------------------------------------
     def _find_parent(self, space: Space) -> Optional[str]:
@@ -291,6 +294,7 @@ class MLflowTracker(SearchCallback):
 
     # ---- callbacks ----------------------------------------------------------------------
     def on_search_start(self, space: Space, records: Sequence[TrialRecord], info: Mapping[str, Any]) -> None:
+        self.info = dict(info)
         self._setup_experiment(space)
         self.parent_id = self._find_parent(space)
         if self.parent_id is None:
@@ -393,10 +397,14 @@ class MLflowTracker(SearchCallback):
                 f"- searched: {', '.join(f'`{d.name}`' for d in space.dims)}",
                 "- objectives: " + ", ".join(f"{o.name} ({o.direction[:3]})" for o in space.objectives)
                 + "; constraints: " + (", ".join(f"`{c.text}`" for c in space.constraints) or "none"),
-                f"- {space.search.sampler} sampler, seed {space.search.seed}, {space.search.n_trials} trials"]
+                f"- {space.search.sampler} sampler, seed {space.search.seed}, {space.search.n_trials} trials, "
+                f"{space.search.strategy} strategy"]
+        if self.info.get("front_accuracy"):
+            what.append(f"- the front's accuracy: {self.info['front_accuracy']}")
         if not records:
             return "\n".join(what + ["", "_running: the front appears here when the search ends._"]) + "\n"
-        counts = {s: sum(r.status == s for r in records) for s in ("complete", "infeasible", "pruned", "failed")}
+        counts = {s: sum(r.status == s for r in records) for s in ("proxy", "complete", "infeasible", "pruned", "failed")}
+        counts = {k: v for k, v in counts.items() if v or k != "proxy"}
         what += ["", f"## Pareto front: {len(front)} of {len(records)} trials", "",
                  ", ".join(f"{v} {k}" for k, v in counts.items()) + (
                      f"; hypervolume {summary['hypervolume']:.4g}" if "hypervolume" in summary else ""), ""]

@@ -46,8 +46,8 @@ def report_html(space: Space, records: Sequence[TrialRecord], front: Sequence[Tr
     """The whole report page as one string."""
     summary = summarize(space, records, front)
     esc = html.escape
-    counts = ", ".join(f"{int(summary.get(k, 0))} {k[2:]}" for k in ("n_complete", "n_infeasible", "n_pruned",
-                                                                      "n_failed") if k in summary)
+    counts = ", ".join(f"{int(summary.get(k, 0))} {k[2:]}" for k in ("n_proxy", "n_complete", "n_infeasible",
+                                                                      "n_pruned", "n_failed") if k in summary)
     tasks = ", ".join(f"{t.get('kind')} (seq_len {t.get('seq_len', '?')})" for t in space.base.get("tasks") or [])
     intro = (
         "<p><b>Space</b> <code>" + esc(str(space.file)) + "</code>, study <code>" + esc(space.search.study_name)
@@ -60,7 +60,10 @@ def report_html(space: Space, records: Sequence[TrialRecord], front: Sequence[Tr
         + (f"; best accuracy {summary['best_accuracy']:.4g}" if "best_accuracy" in summary else "") + ".</p>"
         f"<p class=\"muted\">Written {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} by <code>autoeff report</code>. "
         "The front's latency and memory are the figures re-measured alone after the search "
-        "(<code>remeasured</code> column).</p>")
+        "(<code>remeasured</code> column)."
+        + (" One-shot search: the front holds the finalists, trained for real; the proxy trials "
+           "(scored by inherited supernet weights, <code>proxy_accuracy</code>) are listed under "
+           "<i>Every trial</i>." if space.search.strategy == "oneshot" else "") + "</p>")
     front_rows_ = front_rows(space, front)
     all_rows = front_rows(space, records)
     sections: List[Any] = ["<h2 id=\"front\">Pareto front</h2>",

@@ -5,7 +5,7 @@ import csv
 import io
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from ..search.names import compress_label, run_name  # noqa: F401  (re-exported)
+from ..search.names import compress_label, family_label, run_name  # noqa: F401  (re-exported)
 from ..search.record import TrialRecord
 from ..search.space import Space
 
