@@ -28,4 +28,4 @@ bench: install
 	$(BIN)/autoeff bench attention $(ARGS)
 
 clean:
-	rm -rf $(VENV) mlflow.db mlartifacts autoeff.db autoeff_runs
+	rm -rf $(VENV) mlflow.db mlartifacts autoeff.db autoeff_runs *-report.html

@@ -390,9 +390,10 @@ class MLflowTracker(SearchCallback):
 
     def _description(self, space: Space, front: Sequence[TrialRecord], records: Sequence[TrialRecord],
                      summary: Mapping[str, float], links: Optional[Mapping[int, str]] = None) -> str:
-        """The parent run's description: what the search was, then its front as a Markdown table."""
+        """The parent run's description: the front as a Markdown table first (what the collapsed
+        description shows), then what the search was, how to export, the artifacts, the glossary."""
         tasks = ", ".join(f"{t.get('kind')} (seq_len {t.get('seq_len', '?')})" for t in space.base.get("tasks") or [])
-        what = [f"## autoeff search `{space.search.study_name}`", "",
+        what = ["## What was searched", "",
                 f"- space file: `{space.file}`; tasks: {tasks or 'default'}",
                 f"- searched: {', '.join(f'`{d.name}`' for d in space.dims)}",
                 "- objectives: " + ", ".join(f"{o.name} ({o.direction[:3]})" for o in space.objectives)
@@ -401,20 +402,23 @@ class MLflowTracker(SearchCallback):
                 f"{space.search.strategy} strategy"]
         if self.info.get("front_accuracy"):
             what.append(f"- the front's accuracy: {self.info['front_accuracy']}")
+        head = f"autoeff search `{space.search.study_name}` of `{Path(space.file).name}`"
         if not records:
-            return "\n".join(what + ["", "_running: the front appears here when the search ends._"]) + "\n"
+            return "\n".join([head, "", "_running: the front appears here when the search ends._", "", *what]) + "\n"
         counts = {s: sum(r.status == s for r in records) for s in ("proxy", "complete", "infeasible", "pruned", "failed")}
         counts = {k: v for k, v in counts.items() if v or k != "proxy"}
-        what += ["", f"## Pareto front: {len(front)} of {len(records)} trials", "",
-                 ", ".join(f"{v} {k}" for k, v in counts.items()) + (
-                     f"; hypervolume {summary['hypervolume']:.4g}" if "hypervolume" in summary else ""), ""]
-        what.append(to_text(space, front, markdown=True, links=links) if front else "_no feasible trial_")
-        what += ["", "Export one: `autoeff export --space " + str(space.file) + " --trial N -o model.yaml` "
-                 "(add `--register NAME` to register its model in MLflow).", "",
-                 "Artifacts: `pareto_front.html` (interactive plots), `pareto_front.png`, `front_table.json` / "
-                 "`trials_table.json` (table view), `pareto_front.csv`, `trials.csv`, the space file and "
-                 "`resolved_space.yaml`.", "", "## Metrics of the trial runs", "", glossary_markdown()]
-        return "\n".join(what)
+        out = [f"## Pareto front: {len(front)} of {len(records)} trials", "",
+               head + ": " + ", ".join(f"{v} {k}" for k, v in counts.items())
+               + (f"; hypervolume {summary['hypervolume']:.4g}" if "hypervolume" in summary else "") + ".", "",
+               to_text(space, front, markdown=True, links=links) if front else "_no feasible trial_", "",
+               "Export one: `autoeff export --space " + str(space.file) + " --trial N -o model.yaml` "
+               "(add `--register NAME` to register its model in MLflow).", "",
+               *what, "", "## Artifacts", "",
+               "`pareto_front.html` (interactive plots), `pareto_front.png`, `front_table.json` / "
+               "`trials_table.json` (table view), `pareto_front.csv`, `trials.csv`, the space file and "
+               "`resolved_space.yaml`; the metric `hypervolume` is charted by trial.", "",
+               "## Metrics of the trial runs", "", glossary_markdown()]
+        return "\n".join(out)
 
 
 def read_search(tracking_uri: str, experiment: str) -> Dict[str, Any]:

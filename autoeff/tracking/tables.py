@@ -146,9 +146,11 @@ def to_text(space: Space, front: Sequence[TrialRecord], markdown: bool = False,
         if markdown and links and r.number in links:
             name = f"[{name}]({links[r.number]})"
         rows.append([_fmt(r.number), name, arch_summary(r), *[_fmt(r.metrics.get(c)) for c in cols[3:]]])
-    if not markdown:  # the terminal: the run name repeats what trial and architecture say
-        cols = [c for c in cols if c != "run"]
-        rows = [row[:1] + row[2:] for row in rows]
+    drop = "run" if not markdown else ("architecture" if links else None)  # the terminal: no run names;
+    if drop:  # linked run names (MLflow) already say what the architecture is
+        i = cols.index(drop)
+        cols = cols[:i] + cols[i + 1:]
+        rows = [row[:i] + row[i + 1:] for row in rows]
     if markdown:
         out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         out += ["| " + " | ".join(row) + " |" for row in rows]

@@ -73,10 +73,15 @@ def test_mlflow_ui_shows_runs_front_table_and_plots(store, mlflow_server, page, 
     parent_name = store["parent"].info.run_name
     page.get_by_text(parent_name, exact=True).first.click()
     page.get_by_text("Model training", exact=True).first.wait_for()
-    show_more = page.get_by_text("Show more", exact=True)
-    if show_more.count():
-        show_more.first.click()
+    page.get_by_text("Description", exact=True).first.wait_for()
+    toggle = page.get_by_role("button", name="Expand description")  # a long description is collapsed
+    try:
+        toggle.wait_for(timeout=10_000)
+        toggle.click()
+    except Exception:
+        pass  # short enough to show whole
     page.get_by_text(f"Pareto front: {len(store['front'])} of {len(store['records'])} trials").first.wait_for()
+    page.get_by_text("What was searched").first.wait_for()  # expanded: the whole description shows
     for r in store["front"]:
         page.get_by_text(run_name(r), exact=True).first.wait_for()
     assert page.get_by_text("Evaluation runs", exact=True).count() == 0  # still the model-training view
