@@ -237,7 +237,10 @@ class MLflowTracker(SearchCallback):
                 "tables); each trial is a nested run named for its model. The saved view "
                 "**autoeff: trials by accuracy** (views menu above the runs) lists every trial with "
                 "the objectives, size, status and front columns.")
-        self.client.set_experiment_tag(eid, "mlflow.note.content", desc)
+        exp = self.client.get_experiment(eid)
+        current = (exp.tags or {}).get("mlflow.note.content", "")
+        if not current or current.startswith("autoeff "):  # never overwrite what a person wrote
+            self.client.set_experiment_tag(eid, "mlflow.note.content", desc)
 
     def _log_record(self, run_id: str, rec: TrialRecord) -> None:
         params = [Param(k, v[:6000]) for k, v in trial_params(rec).items()]

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from autoeff.search.backends import load_records
+from autoeff.search.runner import front_of
 from autoeff.search.space import load_space
 from autoeff.tracking.tables import run_name
 
@@ -43,7 +44,7 @@ def test_experiment_opens_on_runs_with_a_saved_view(found, smoke_store):
 def test_parent_run_holds_description_tables_plots_and_machine(found, records):
     space, recs = records
     client, parent = found["client"], found["parents"][0]
-    front = [r for r in recs if r.pareto]
+    front = front_of(space, recs)  # best accuracy first, as in the tables
     assert parent.info.run_name == f"search:smoke ({len(recs)} trials, {len(front)} on the front)"
     desc = parent.data.tags["mlflow.note.content"]
     assert f"Pareto front: {len(front)} of {len(recs)} trials" in desc
@@ -92,6 +93,6 @@ def test_optuna_dashboard_note_says_which_front_to_trust(smoke_store, records):
     space, recs = records
     study = optuna.load_study(study_name="smoke", storage=smoke_store["storage"])
     note = optuna_dashboard.get_note(study)
-    front = ", ".join(str(r.number) for r in recs if r.pareto)
+    front = ", ".join(str(r.number) for r in front_of(space, recs))
     assert "Trust autoeff's front" in note
     assert f"autoeff's front (re-measured): trials {front}" in note
