@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 import mlflow
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ..errors import ConfigError
@@ -59,6 +60,9 @@ def register_trial_model(space: Space, rec: TrialRecord, name: str, alias: str =
     from ..model import build_model, example_inputs
     from ..model.serving import ServingModel
 
+    if not name.strip() or any(c in name for c in "/:"):  # MLflow's rule, checked before anything is logged
+        raise ConfigError("a registered model's name cannot be empty or contain '/' or ':'", key="--register",
+                          value=name, has_value=True)
     if not rec.checkpoint or not Path(rec.checkpoint).exists():
         raise ConfigError(f"trial {rec.number} has no checkpoint to register (looked for {rec.checkpoint or 'none'})",
                           key="--register", value=name, has_value=True)
@@ -94,8 +98,12 @@ def register_trial_model(space: Space, rec: TrialRecord, name: str, alias: str =
     def log_any():
         try:
             return log("pt2"), "pt2"
-        except Exception:  # an architecture torch.export cannot trace: keep the module as it is
-            return log("pickle"), "pickle"
+        except Exception:  # e.g. an architecture torch.export cannot trace: keep the module as it is
+            try:
+                return log("pickle"), "pickle"
+            except MlflowException as e:  # MLflow refused the name or the store: the user's input
+                raise ConfigError(f"MLflow refused to register the model: {e.message}", key="--register",
+                                  value=name, has_value=True) from None
 
     if run_id is not None:
         with mlflow.start_run(run_id=run_id):
