@@ -200,13 +200,15 @@ class OneShot(Strategy):
         return out
 
     def sample(self, which: str, rng: random.Random) -> RunConfig:
-        """The subnet a sandwich entry means: ``largest`` (every dimension at its largest, full
-        attention if searched), ``smallest`` (every dimension at its smallest, a random family per
-        layer with its smallest knobs) or ``random`` (the space sampled uniformly)."""
+        """The subnet a sandwich entry means: ``largest`` (every dimension at its largest, the first
+        family listed in ``attention.kind`` with its largest knobs: the teacher of in-place
+        distillation, so list first a family that is strong and affordable at the space's lengths),
+        ``smallest`` (every dimension at its smallest, a random family per layer with its smallest
+        knobs) or ``random`` (the space sampled uniformly)."""
         L = self.layout
         if which == "largest":
             if self._largest is None:
-                kind = "full" if "full" in L.kinds else L.kinds[0]
+                kind = L.kinds[0]
                 depth = self._depth("largest")
                 width = L.extreme("model.width", "largest")
                 heads = self._valid_heads(width, "largest")
