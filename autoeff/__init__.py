@@ -13,12 +13,14 @@ from .config import RunConfig, load_config
 
 
 def build_model(cfg, specs=None):
-    """Build the (untrained) model a RunConfig, or a training-config YAML path, describes."""
-    from .model import build_model as _build
+    """Build the (untrained) model a RunConfig, or a training-config YAML path, describes, as it
+    is deployed: with its ``compress`` section applied (pruned and quantized structure), so the
+    checkpoint that `autoeff train` or a trial saved loads into it with ``load_state_dict``."""
+    from .compress import build_deployed
 
     if not isinstance(cfg, RunConfig):
         cfg = load_config(cfg)
-    return _build(cfg, specs)
+    return build_deployed(cfg, specs)
 
 
 def run_search(space, overrides=(), **kwargs):

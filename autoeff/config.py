@@ -187,6 +187,61 @@ class DeployConfig:
     device: str = field(default="cpu", metadata={"choices": ("cpu", "cuda")})
 
 
+#: quantization bit widths: 32 = fp32 as trained, 16 = bf16/fp16, 8 = int8 weights, 4 = packed 4-bit weights
+BITS = (32, 16, 8, 4)
+PRUNE_METHODS = ("none", "structured", "magnitude")
+
+
+@dataclass
+class TeacherConfig:
+    """The distillation teacher: a full-attention model trained once on the run's tasks, cached
+    on disk by a fingerprint of this block, the tasks and the training settings."""
+
+    depth: int = 2
+    width: int = 128
+    heads: int = 4
+    ffn_mult: float = 2.0
+    max_steps: int = 0  # 0 = 3 x train.max_steps
+    lr: float = 0.0  # 0 = train.lr
+
+
+@dataclass
+class CompressConfig:
+    """What turns the trained fp32 model into the deployed one (see autoeff/compress/).
+
+    ``bits``: 32 fp32 as trained; 16 the whole model in ``half`` (bf16 or fp16); 8 int8 weights
+    (per-row scales); 4 weights packed two per byte with one fp16 scale per ``group_size``
+    weights. ``prune``: ``structured`` removes the ``sparsity`` fraction of FFN neurons (and of
+    attention heads where the family supports it), ``magnitude`` zeroes that fraction of each
+    linear weight (stored dense: for comparison). Pruning and ``qat`` (quantization-aware
+    fine-tuning, 8 and 4 bits) take their fine-tune, ``finetune`` x ``train.max_steps`` steps,
+    out of the training budget. ``distill``: knowledge distillation from ``teacher``.
+    """
+
+    bits: int = field(default=32, metadata={"choices": BITS})
+    half: str = field(default="bf16", metadata={"choices": ("bf16", "fp16")})
+    group_size: int = field(default=64, metadata={"min": 2})
+    qat: bool = False
+    prune: str = field(default="none", metadata={"choices": PRUNE_METHODS})
+    sparsity: float = field(default=0.0, metadata={"min": 0.0, "max": 0.95})
+    finetune: float = field(default=0.2, metadata={"min": 0.0, "max": 0.9})
+    distill: bool = False
+    distill_alpha: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0})
+    distill_temperature: float = field(default=2.0, metadata={"min": 0.1})
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+
+    @property
+    def active(self) -> bool:
+        """Whether the deployed model differs from the trained fp32 model."""
+        return self.bits != 32 or self.prune != "none"
+
+    def finetune_steps(self, max_steps: int) -> int:
+        """Steps of the fine-tune after pruning / with QAT (taken out of ``max_steps``)."""
+        if (self.prune == "none" and not self.qat) or self.finetune <= 0:
+            return 0
+        return min(max_steps - 1, max(1, int(round(self.finetune * max_steps)))) if max_steps > 1 else 0
+
+
 @dataclass
 class RunConfig:
     """Everything needed to build, train and measure one model."""
@@ -197,6 +252,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
     data_dir: str = ""  # cache for generated tasks; "" = $AUTOEFF_CACHE or ~/.cache/autoeff
+    compress: CompressConfig = field(default_factory=CompressConfig)
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -206,10 +262,11 @@ class RunConfig:
             "train": dataclasses.asdict(self.train),
             "deploy": dataclasses.asdict(self.deploy),
             "data_dir": self.data_dir,
+            "compress": dataclasses.asdict(self.compress),
         }
 
 
-RUN_SECTIONS = ("model", "attention", "tasks", "train", "deploy", "data_dir")
+RUN_SECTIONS = ("model", "attention", "tasks", "train", "deploy", "data_dir", "compress")
 
 SANDWICH_ENTRIES = ("largest", "smallest", "random")
 FINALIST_INITS = ("finetune", "scratch")
@@ -446,8 +503,10 @@ def parse_run_config(data: Mapping[str, Any], file: Optional[str] = None, *, reg
             train=build_dataclass(TrainConfig, data.get("train"), "train"),
             deploy=build_dataclass(DeployConfig, data.get("deploy"), "deploy"),
             data_dir=coerce(data.get("data_dir", ""), str, "data_dir"),
+            compress=build_dataclass(CompressConfig, data.get("compress"), "compress"),
         )
         check_ranges(cfg)
+        check_compress(cfg)
         if registered:
             check_architecture(cfg)
         return cfg
@@ -494,6 +553,38 @@ def check_ranges(cfg: RunConfig) -> None:
                  "train.threads": cfg.train.threads, "deploy.threads": cfg.deploy.threads}.items():
         if v < 0:
             raise ConfigError("must be >= 0", key=k, value=v, has_value=True)
+
+
+def check_compress(cfg: RunConfig) -> None:
+    """Combinations of the compress section that cannot mean anything."""
+    c = cfg.compress
+    if c.qat and c.bits not in (8, 4):
+        raise ConfigError("quantization-aware fine-tuning applies to 8 and 4 bits (condition it with "
+                          "when: {compress.bits: [8, 4]})", key="compress.qat", value=c.qat,
+                          allowed=[False], has_value=True)
+    if c.prune == "none" and c.sparsity > 0:
+        raise ConfigError("a sparsity needs a pruning method (condition it with "
+                          "when: {compress.prune: [structured, magnitude]})", key="compress.sparsity",
+                          value=c.sparsity, allowed=[0.0], has_value=True)
+    if c.prune != "none" and c.sparsity <= 0:
+        raise ConfigError(f"pruning '{c.prune}' needs a sparsity > 0", key="compress.sparsity",
+                          value=c.sparsity, allowed="0 < sparsity <= 0.95", has_value=True)
+    if (c.prune != "none" or c.qat) and cfg.train.max_steps < 2:
+        raise ConfigError("pruning and QAT fine-tune out of the training budget: train.max_steps must be >= 2",
+                          key="train.max_steps", value=cfg.train.max_steps, allowed=">= 2", has_value=True)
+    if c.distill:
+        t = c.teacher
+        for k in ("depth", "width", "heads", "ffn_mult"):
+            if getattr(t, k) <= 0:
+                raise ConfigError("must be > 0", key=f"compress.teacher.{k}", value=getattr(t, k), has_value=True)
+        if t.width % t.heads:
+            raise ConfigError(f"must divide compress.teacher.width ({t.width})", key="compress.teacher.heads",
+                              value=t.heads, allowed=[h for h in range(1, t.width + 1) if t.width % h == 0 and h <= 64],
+                              has_value=True)
+        if t.max_steps < 0 or t.lr < 0:
+            k = "max_steps" if t.max_steps < 0 else "lr"
+            raise ConfigError("must be >= 0 (0 = the student's)", key=f"compress.teacher.{k}",
+                              value=getattr(t, k), has_value=True)
 
 
 def max_seq_len(cfg: RunConfig) -> int:

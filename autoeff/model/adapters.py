@@ -30,6 +30,8 @@ class InputAdapter(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        if x.is_floating_point():
+            x = x.to(self.pos.dtype)  # features in the model's dtype (a bf16/fp16 deployment)
         h = self.embed(x)  # (B, N, D)
         if self.cls is not None:
             b = h.shape[0]

@@ -3,13 +3,14 @@
 Order of work (issue: architecture-only figures do not depend on training):
 
 1. sampled params -> RunConfig (an impossible combination fails the trial with its reason);
-2. build the model and measure it as deployed: latency and peak memory per task input
-   shape, parameter count and size;
+2. build the model and measure it as deployed (compressed as ``compress`` says): latency and
+   peak memory per task input shape, parameter count and size;
 3. if a hard constraint on those figures already fails, stop: status ``infeasible``, training
    skipped, the reason recorded (accuracy is reported as 0.0, the value of an untrained
    candidate, and the constraint keeps it off the front);
-4. train with Lightning for the budget, evaluate accuracy per task on the validation split
-   (and the test split, recorded), aggregate, save the checkpoint.
+4. train with Lightning for the budget, compress (prune, fine-tune, quantize), evaluate accuracy
+   per task on the validation split (and the test split, recorded), aggregate, measure the
+   compressed model again as deployed, save the checkpoint (of the deployed model).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import torch
 
+from ..compress import build_deployed
 from ..config import RunConfig, aggregate, parse_run_config, task_spec
 from ..errors import ConfigError
 from ..measure.model import measure_model
@@ -94,6 +96,16 @@ def record_failure(rec: TrialRecord, e: BaseException) -> None:
     rec.reason = f"{type(e).__name__}: {e}" + (f" [at {tb[-3].strip()}]" if len(tb) >= 3 else "")
 
 
+def deployed_metrics(cfg: RunConfig, model, specs, objectives: Sequence[Objective]) -> Dict[str, float]:
+    """The final deployment figures of a trained model that ``cfg.compress`` compressed.
+
+    Before training, a compressed trial is measured on its untrained model compressed the same
+    way (the same shapes and stored dtypes: the same latency, memory and size), so a candidate that
+    already breaks a hard constraint is skipped; after training its figures are measured again on
+    the model as deployed. An uncompressed model is the one measured before training: nothing to do."""
+    return architecture_metrics(cfg, model, specs, objectives) if cfg.compress.active else {}
+
+
 def run_trial(space: Space, params: Mapping[str, Any], number: int, *, artifacts_dir: str,
               log: Log = lambda s: None, progress=None, overrides: Optional[Mapping[str, Any]] = None,
               init_state: Optional[Mapping[str, torch.Tensor]] = None) -> TrialRecord:
@@ -112,9 +124,12 @@ def run_trial(space: Space, params: Mapping[str, Any], number: int, *, artifacts
         model = build_model(cfg, specs)
         if init_state is not None:
             model.load_state_dict(init_state)
-        if measure_architecture(space, cfg, model, specs, rec):
+        deployed = build_deployed(cfg, specs) if cfg.compress.active else model  # see deployed_metrics
+        if measure_architecture(space, cfg, deployed, specs, rec):
             data = [load_task(t, cfg.data_dir) for t in cfg.tasks]
-            rec.metrics.update(train_and_evaluate(model, data, cfg, progress=progress))
+            del deployed
+            rec.metrics.update(train_and_evaluate(model, data, cfg, progress=progress))  # model: now as deployed
+            rec.metrics.update(deployed_metrics(cfg, model, specs, space.objectives))
             rec.metrics["trained"] = 1.0
             rec.checkpoint = save_checkpoint(model, cfg, Path(artifacts_dir) / f"trial-{number:04d}" / "model.pt",
                                              metrics=rec.metrics)
@@ -136,7 +151,7 @@ def remeasure(space: Space, rec: TrialRecord) -> TrialRecord:
     """Re-measure a finished trial's deployed model alone on the machine (front candidates)."""
     cfg = parse_run_config(rec.config, file=f"trial {rec.number}")
     specs = [task_spec(t) for t in cfg.tasks]
-    model = build_model(cfg, specs)
+    model = build_deployed(cfg, specs)  # a compressed trial's checkpoint holds the deployed model
     if rec.checkpoint and Path(rec.checkpoint).exists():
         model.load_state_dict(torch.load(rec.checkpoint, weights_only=True)["state_dict"])
     arch = architecture_metrics(cfg, model, specs, space.objectives)

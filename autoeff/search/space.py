@@ -486,8 +486,8 @@ def _check_dims(space: Space, check_families: bool = True) -> None:
     for d in space.dims:
         section = d.name.split(".")[0]
         if section not in RUN_SECTIONS or section in ("tasks", "data_dir"):
-            raise ConfigError("dimensions must name a config path under model., attention., train. or deploy.",
-                              key=f"space.{d.name}", allowed=["model.*", "attention.*", "train.*", "deploy.*"])
+            raise ConfigError("dimensions must name a config path under model., attention., train., deploy. or compress.",
+                              key=f"space.{d.name}", allowed=["model.*", "attention.*", "train.*", "deploy.*", "compress.*"])
         parts = d.name.split(".")
         layer = section == "attention" and len(parts) >= 3 and parts[1] == "layers"  # expanded per layer
         rest = parts[3:] if layer else parts[1:]

@@ -344,6 +344,15 @@ class MLflowTracker(SearchCallback):
     def on_trial_end(self, rec: TrialRecord) -> None:
         run_id = self.trial_runs.get(rec.number) or self._new_trial_run(rec.number, rec.params)
         self._log_record(run_id, rec)
+        self._log_teacher(rec)
+
+    def _log_teacher(self, rec: TrialRecord) -> None:
+        """A distillation teacher is trained once per search: its figures (``teacher_*``) go on
+        the parent run, from the first trial that reports them."""
+        teacher = [Metric(k, float(v), 0, 0) for k, v in rec.metrics.items() if k.startswith("teacher_")]
+        if teacher and self.parent_id and not getattr(self, "_teacher_logged", False):
+            self.client.log_batch(self.parent_id, metrics=teacher)
+            self._teacher_logged = True
 
     def on_search_end(self, space: Space, front: Sequence[TrialRecord], records: Sequence[TrialRecord],
                       summary: Mapping[str, float]) -> None:

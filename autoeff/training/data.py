@@ -19,7 +19,7 @@ from ..tasks.base import Split, TaskData
 
 
 def _take(split: Split, idx: torch.Tensor) -> Dict[str, torch.Tensor]:
-    return {"x": split.x[idx], "mask": split.mask[idx], "y": split.y[idx]}
+    return {"x": split.x[idx], "mask": split.mask[idx], "y": split.y[idx], "idx": idx}
 
 
 class MixedTaskBatches(IterableDataset):

@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from ..compress.distill import SoftTargets
 from ..config import TrainConfig
 from ..model import AutoEffModel
 from ..tasks.base import TaskData
@@ -48,11 +49,13 @@ class _Progress(pl.Callback):
 
 
 def fit(model: AutoEffModel, tasks: Sequence[TaskData], cfg: TrainConfig, *, weights: Sequence[float] = (),
-        progress: Optional[ProgressFn] = None, accelerator: Optional[str] = None) -> FitResult:
+        progress: Optional[ProgressFn] = None, accelerator: Optional[str] = None,
+        distill: Optional[SoftTargets] = None) -> FitResult:
     """Train ``model`` in place on ``tasks`` for ``cfg.max_steps`` steps (or ``cfg.max_time_s``).
 
     ``weights`` (one per task, default 1.0) drive ``proportional`` mixing: a task's share of the
-    steps is proportional to weight x train size.
+    steps is proportional to weight x train size. ``distill``: a teacher's soft targets (the loss
+    becomes the distillation loss of ``autoeff.compress.distill``).
     """
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -61,7 +64,7 @@ def fit(model: AutoEffModel, tasks: Sequence[TaskData], cfg: TrainConfig, *, wei
         raise ValueError(f"{len(weights)} weights for {len(tasks)} tasks")
     stream = MixedTaskBatches(tasks, batch_size=cfg.batch_size, mix=cfg.mix, weights=list(weights), seed=cfg.seed)
     loader = DataLoader(stream, batch_size=None, num_workers=0)
-    module = AutoEffLightning(model, cfg)
+    module = AutoEffLightning(model, cfg, distill=distill)
     callbacks = [_Progress(progress, cfg.max_steps, max(1, cfg.max_steps // 10))] if progress else []
     trainer = pl.Trainer(
         accelerator=accelerator or cfg.accelerator,

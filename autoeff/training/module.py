@@ -2,23 +2,26 @@
 from __future__ import annotations
 
 import math
-from typing import Dict
+from typing import Dict, Optional
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from ..compress.distill import SoftTargets, distill_loss
 from ..config import TrainConfig
 from ..model import AutoEffModel
 
 
 class AutoEffLightning(pl.LightningModule):
-    """Cross-entropy on each batch's task; AdamW with linear warm-up and cosine decay."""
+    """Cross-entropy on each batch's task (plus a distillation loss with a teacher's soft targets);
+    AdamW with linear warm-up and cosine decay."""
 
-    def __init__(self, model: AutoEffModel, train_cfg: TrainConfig):
+    def __init__(self, model: AutoEffModel, train_cfg: TrainConfig, distill: Optional[SoftTargets] = None):
         super().__init__()
         self.model = model
         self.cfg = train_cfg
+        self.distill = distill  # soft targets of a teacher: the loss becomes CE + KD (compress/distill.py)
         self.last_loss = float("nan")
         self.steps_per_task: Dict[str, int] = {name: 0 for name in model.task_names}
 
@@ -28,7 +31,12 @@ class AutoEffLightning(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         task = batch["task"]
         logits = self.model(batch["x"], batch["mask"], task)  # (B, C)
-        loss = F.cross_entropy(logits, batch["y"])
+        if self.distill is None:
+            loss = F.cross_entropy(logits, batch["y"])
+        else:
+            d = self.distill
+            teacher = d.logits[task][batch["idx"].cpu()].to(logits.device)  # (B, C)
+            loss = distill_loss(logits, batch["y"], teacher, d.alpha, d.temperature)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite training loss at step {self.global_step} (task {task})")
         self.last_loss = float(loss.detach())
@@ -47,6 +55,7 @@ def optimizer_and_schedule(named_parameters, *, lr: float, weight_decay: float, 
     for name, p in named_parameters:
         if not p.requires_grad:
             continue
+        name = name.replace(".parametrizations.", ".").removesuffix(".original")  # QAT / pruning masks
         (no_decay if p.dim() < 2 or "norm" in name or name.endswith(".pos") or name.endswith(".cls") else decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=lr)

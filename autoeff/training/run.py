@@ -1,29 +1,43 @@
 """Train, evaluate and save one model: the one function behind a trial and `autoeff train`."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 from pathlib import Path
 from typing import Callable, Dict, Mapping, Optional, Sequence
 
 import torch
 
+from .. import compress
+from ..compress.distill import SoftTargets
 from ..config import RunConfig, aggregate, save_config, task_spec
 from ..model import AutoEffModel, build_model
 from ..tasks import load_task
 from ..tasks.base import TaskData
 from .fit import ProgressFn, evaluate, fit
+from .teacher import load_or_train_teacher
 
 
 def train_and_evaluate(model: AutoEffModel, data: Sequence[TaskData], cfg: RunConfig, *,
                        progress: Optional[ProgressFn] = None) -> Dict[str, float]:
     """Train ``model`` in place for ``cfg.train``'s budget (task weights drive the mixing), then
+    compress it as ``cfg.compress`` says (in place: ``model`` becomes the deployed model), then
     evaluate every task. Returns the metrics: ``accuracy`` (validation, per-task values combined
     by ``cfg.train.aggregate`` and the task weights), ``test_accuracy`` (the same over the test
     splits), ``accuracy.<task>``, ``test_accuracy.<task>``, ``majority.<task>`` (the majority
     class's validation accuracy), ``train_steps`` (and ``train_steps.<task>`` with several tasks),
-    ``train_time_s``, ``train_loss``."""
+    ``train_time_s``, ``train_loss``; with compression also ``accuracy_fp32`` (the trained fp32
+    model before compression) and :func:`compress_trained`'s report; with distillation the
+    teacher's ``teacher_accuracy``."""
     weights = {t.name: t.weight for t in cfg.tasks}
-    fr = fit(model, data, cfg.train, weights=[weights[t.spec.name] for t in data], progress=progress)
+    soft = load_or_train_teacher(cfg, data) if cfg.compress.distill else None
+    ft_steps = cfg.compress.finetune_steps(cfg.train.max_steps)
+    main = dataclasses.replace(cfg.train, max_steps=cfg.train.max_steps - ft_steps) if ft_steps else cfg.train
+    fr = fit(model, data, main, weights=[weights[t.spec.name] for t in data], progress=progress, distill=soft)
+    extra: Dict[str, float] = dict(soft.metrics) if soft is not None else {}
+    if cfg.compress.active or ft_steps:
+        extra.update(compress_trained(model, data, cfg, ft_steps, soft=soft, done=fr.steps, progress=progress))
     val = evaluate(model, data, "val", max_batches=cfg.train.val_batches)
     test = evaluate(model, data, "test")
     rule = cfg.train.aggregate
@@ -36,7 +50,37 @@ def train_and_evaluate(model: AutoEffModel, data: Sequence[TaskData], cfg: RunCo
     metrics.update({"train_steps": float(fr.steps), "train_time_s": fr.seconds, "train_loss": fr.last_loss})
     if len(data) > 1:
         metrics.update({f"train_steps.{k}": float(v) for k, v in fr.steps_per_task.items()})
+    for k in ("train_steps", "train_time_s"):  # the fine-tune is part of the training budget
+        metrics[k] += extra.get(f"finetune_{k.split('_', 1)[1]}", 0.0)
+    metrics.update(extra)
     return metrics
+
+
+def compress_trained(model: AutoEffModel, data: Sequence[TaskData], cfg: RunConfig, ft_steps: int, *,
+                     soft: Optional[SoftTargets] = None, done: int = 0,
+                     progress: Optional[ProgressFn] = None) -> Dict[str, float]:
+    """The trained fp32 model -> the deployed model, in place (autoeff/compress): evaluate it in
+    fp32 (``accuracy_fp32``), prune, fine-tune ``ft_steps`` steps (with pruned weights held at zero,
+    and with the weights seen quantized if ``compress.qat``), quantize. Returns ``accuracy_fp32``,
+    the pruning and quantization reports and the fine-tune's ``finetune_steps`` / ``finetune_time_s``."""
+    c = cfg.compress
+    weights = {t.name: t.weight for t in cfg.tasks}
+    val = evaluate(model, data, "val", max_batches=cfg.train.val_batches)
+    out: Dict[str, float] = {"accuracy_fp32": aggregate(val, cfg.train.aggregate, weights)}
+    if len(data) > 1:
+        out.update({f"accuracy_fp32.{k}": v for k, v in val.items()})
+    out.update(compress.prune(model, c.prune, c.sparsity))
+    if ft_steps:
+        ft = dataclasses.replace(cfg.train, max_steps=ft_steps, warmup_steps=min(cfg.train.warmup_steps, ft_steps // 5))
+        total = cfg.train.max_steps
+        shifted = (lambda s, m, loss: progress(done + s, total, loss)) if progress else None
+        model.train()
+        with compress.fake_quantized(model, c.bits, c.group_size) if c.qat else contextlib.nullcontext():
+            fr = fit(model, data, ft, weights=[weights[t.spec.name] for t in data], progress=shifted, distill=soft)
+        out.update({"finetune_steps": float(fr.steps), "finetune_time_s": fr.seconds})
+    compress.bake(model)
+    out.update(compress.quantize(model, c.bits, half=c.half, group_size=c.group_size))
+    return out
 
 
 def save_checkpoint(model: AutoEffModel, cfg: RunConfig, path: Path,
@@ -51,8 +95,9 @@ def save_checkpoint(model: AutoEffModel, cfg: RunConfig, path: Path,
 
 def train_config(cfg: RunConfig, out_dir: str, *, log: Callable[[str], None] = print,
                  progress: Optional[ProgressFn] = None) -> Dict[str, float]:
-    """`autoeff train`: train ``cfg``'s model from scratch; write ``model.pt`` (config +
-    state_dict + metrics), ``metrics.json`` and ``config.yaml`` to ``out_dir``; return the metrics."""
+    """`autoeff train`: train ``cfg``'s model from scratch and compress it as configured; write
+    ``model.pt`` (config + the deployed model's state_dict + metrics; reload with
+    ``autoeff.build_model(cfg)``), ``metrics.json`` and ``config.yaml`` to ``out_dir``; return the metrics."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     specs = [task_spec(t) for t in cfg.tasks]
@@ -61,6 +106,10 @@ def train_config(cfg: RunConfig, out_dir: str, *, log: Callable[[str], None] = p
     model = build_model(cfg, specs)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"training {cfg.attention.kind} encoder ({n_params:,} parameters) for {cfg.train.max_steps} steps")
+    if cfg.compress.active or cfg.compress.distill:
+        c = cfg.compress
+        log(f"compression: {c.bits} bits" + (f", {c.prune} pruning at {c.sparsity:g}" if c.prune != "none" else "")
+            + (", quantization-aware fine-tune" if c.qat else "") + (", distilled from a teacher" if c.distill else ""))
     metrics = train_and_evaluate(model, data, cfg, progress=progress)
     save_checkpoint(model, cfg, out / "model.pt", metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
