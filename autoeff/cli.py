@@ -3,6 +3,7 @@
     autoeff search   --space SPACE.yaml [key=value ...]   run or resume a search
     autoeff pareto   --space SPACE.yaml [--all]           print the front (or every trial)
     autoeff export   --space SPACE.yaml (--trial N | --rule "highest accuracy with latency_ms <= 20") [-o OUT.yaml]
+                     [--onnx [PATH]]                      also write its deployed model as ONNX, checked
                      [--register NAME [--alias ALIAS]]    also log the trial's model to MLflow's registry
     autoeff report   --space SPACE.yaml [-o REPORT.html]  one self-contained HTML page of the search
     autoeff train    --config OUT.yaml [--out DIR] [key=value ...]
@@ -51,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--register", metavar="NAME",
                    help="also log the trial's trained model to MLflow (signature, input example) and register it as NAME")
     s.add_argument("--alias", default="chosen", help="alias of the registered version (default: chosen)")
+    s.add_argument("--onnx", nargs="?", const="", metavar="PATH",
+                   help="also write the trial's deployed model as ONNX (fp32, and int8 where supported; default "
+                        "path: the YAML's, .onnx) and check it against PyTorch with onnxruntime")
 
     s = sub.add_parser("report", help="write one self-contained HTML page of a search (front, plots, tables)")
     s.add_argument("--space", required=True)
@@ -149,6 +153,8 @@ def _cmd_export(a) -> int:
         print(f"registered {reg.name} version {reg.version} (alias '{reg.alias}') from trial {rec.number}'s "
               f"checkpoint in {space.search.mlflow_uri} ({reg.serialization})")
         print(f"load it: mlflow.pytorch.load_model(\"{reg.model_uri}\")  # forward(x) -> logits")
+    if a.onnx is not None:
+        return _export_onnx(rec, path, a.onnx)
     return 0
 
 
@@ -164,6 +170,27 @@ def _cmd_report(a) -> int:
     out = write_report(space, recs, front, Path(a.out or f"{space.search.study_name}-report.html"))
     print(f"report: {out} ({len(recs)} trials, {len(front)} on the front; opens offline in any browser)")
     return 0
+
+
+def _export_onnx(rec, yaml_path, onnx_path: str) -> int:
+    """The chosen trial's checkpoint to ONNX (imports torch: only with --onnx)."""
+    from .config import parse_run_config
+    from .errors import ConfigError
+
+    if not rec.checkpoint or not Path(rec.checkpoint).exists():
+        raise ConfigError("the trial has no checkpoint on this machine (train the exported config, then export "
+                          "its model.pt)", key="--onnx", value=rec.checkpoint or None, has_value=True)
+    from .export.onnx import ExportError, describe, export_onnx
+
+    cfg = parse_run_config(rec.config, file=f"trial {rec.number}")
+    try:
+        report = export_onnx(cfg, rec.checkpoint, onnx_path or str(Path(yaml_path).with_suffix(".onnx")))
+    except ExportError as e:
+        print(f"autoeff: onnx: {e}", file=sys.stderr)
+        return 1
+    for line in describe(report):
+        print(line)
+    return 0 if all(f.ok for f in report.files) else 1
 
 
 def _cmd_train(a) -> int:
