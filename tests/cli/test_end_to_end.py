@@ -70,6 +70,11 @@ def test_search_mlflow_export_train_roundtrip(tmp_path, repo, autoeff_cmd):
     model.load_state_dict(blob["state_dict"])
     assert 0.0 <= blob["metrics"]["accuracy"] <= 1.0
 
+    # --onnx: the trial's deployed model as ONNX, checked with onnxruntime (smoke: full / linformer export)
+    r = run(autoeff_cmd + ["export", "--space", space, "--trial", front_ids[0], "-o", "front.yaml", "--onnx"], tmp_path)
+    assert (tmp_path / "front.onnx").exists() and "onnxruntime matches PyTorch" in r.stdout, r.stdout
+    assert "DOES NOT match" not in r.stdout
+
     # the read-only commands never import torch, Lightning or MLflow (they answer in about a second)
     probe = ("import sys, contextlib, io\nfrom autoeff.cli import main\n"
              "for argv in (['pareto', '--space', SPACE], ['export', '--space', SPACE, '--trial', TRIAL, '-o', 'x.yaml']):\n"
