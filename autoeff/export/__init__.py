@@ -69,7 +69,7 @@ def export_point(space_path: str, overrides: Sequence[str] = (), *, trial: Optio
     rec = choose(space, records, trial=trial, rule=rule)
     cfg = exported_config(space, rec)
     path = Path(out or f"{space.name}-trial{rec.number}.yaml")
-    keep = ("accuracy", "test_accuracy", "latency_ms", "peak_memory_mb", "params", "size_mb")
+    keep = ("accuracy", "accuracy_fp32", "test_accuracy", "latency_ms", "peak_memory_mb", "params", "size_mb")
     extra = {"exported_from": {"space": str(space.file), "study": space.search.study_name,
                                "storage": space.search.storage, "trial": rec.number, "pareto": rec.pareto,
                                "checkpoint": rec.checkpoint,

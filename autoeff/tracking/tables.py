@@ -29,6 +29,13 @@ METRIC_DESCRIPTIONS = {
     "threads": "torch intra-op threads the latency was measured with",
     "train_steps / train_time_s / train_loss": "optimizer steps taken, training wall time, last training loss",
     "search_<metric>": "a front point's figure measured during the search, before the re-measurement alone",
+    # compression (the compress section): the figures above are those of the compressed model
+    "accuracy_fp32": "validation accuracy of the trained fp32 model before compression (pruning, quantization)",
+    "quantized_params / float_params": "weight elements stored at compress.bits / still stored in fp32",
+    "pruned_neurons / pruned_heads / pruned_weights": "FFN neurons and attention heads removed (structured), "
+                                                      "weights zeroed (magnitude)",
+    "finetune_steps / finetune_time_s": "steps and time of the fine-tune after pruning / with QAT (part of train_steps)",
+    "teacher_accuracy": "validation accuracy of the distillation teacher (trained once, cached)",
 }
 
 
