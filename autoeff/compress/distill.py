@@ -53,10 +53,10 @@ def distill_loss(student: torch.Tensor, labels: torch.Tensor, teacher: torch.Ten
 def teacher_config(cfg: RunConfig) -> RunConfig:
     """The teacher of a run: a full-attention model of ``compress.teacher``'s size on the same
     tasks, trained ``teacher.max_steps`` steps (0 = 3 x the student's) with the student's
-    other training settings; never compressed or distilled itself."""
+    other training settings (but no wall-time cap); never compressed or distilled itself."""
     t = cfg.compress.teacher
     train = dataclasses.replace(cfg.train, max_steps=t.max_steps or 3 * cfg.train.max_steps,
-                                lr=t.lr or cfg.train.lr,
+                                lr=t.lr or cfg.train.lr, max_time_s=0.0,  # trained once: never cut short
                                 warmup_steps=min(cfg.train.warmup_steps * 3, max(0, (t.max_steps or 3 * cfg.train.max_steps) - 1)))
     model = dataclasses.replace(cfg.model, depth=t.depth, width=t.width, heads=t.heads, ffn_mult=t.ffn_mult)
     return dataclasses.replace(cfg, model=model, attention=AttentionConfig(kind="full"), train=train,

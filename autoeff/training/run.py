@@ -33,7 +33,11 @@ def train_and_evaluate(model: AutoEffModel, data: Sequence[TaskData], cfg: RunCo
     weights = {t.name: t.weight for t in cfg.tasks}
     soft = load_or_train_teacher(cfg, data) if cfg.compress.distill else None
     ft_steps = cfg.compress.finetune_steps(cfg.train.max_steps)
-    main = dataclasses.replace(cfg.train, max_steps=cfg.train.max_steps - ft_steps) if ft_steps else cfg.train
+    main = cfg.train
+    if ft_steps:  # the fine-tune's share of the budget: steps and (with a cap) wall time
+        share = (cfg.train.max_steps - ft_steps) / cfg.train.max_steps
+        main = dataclasses.replace(cfg.train, max_steps=cfg.train.max_steps - ft_steps,
+                                   max_time_s=cfg.train.max_time_s * share)
     fr = fit(model, data, main, weights=[weights[t.spec.name] for t in data], progress=progress, distill=soft)
     extra: Dict[str, float] = dict(soft.metrics) if soft is not None else {}
     if cfg.compress.active or ft_steps:
@@ -71,7 +75,8 @@ def compress_trained(model: AutoEffModel, data: Sequence[TaskData], cfg: RunConf
         out.update({f"accuracy_fp32.{k}": v for k, v in val.items()})
     out.update(compress.prune(model, c.prune, c.sparsity))
     if ft_steps:
-        ft = dataclasses.replace(cfg.train, max_steps=ft_steps, warmup_steps=min(cfg.train.warmup_steps, ft_steps // 5))
+        ft = dataclasses.replace(cfg.train, max_steps=ft_steps, warmup_steps=min(cfg.train.warmup_steps, ft_steps // 5),
+                                 max_time_s=cfg.train.max_time_s * ft_steps / cfg.train.max_steps)
         total = cfg.train.max_steps
         shifted = (lambda s, m, loss: progress(done + s, total, loss)) if progress else None
         model.train()
