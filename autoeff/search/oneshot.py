@@ -303,6 +303,10 @@ class OneShot(Strategy):
             cfg = self.space.materialize(params)
             rec.config = cfg.to_dict()
             model = self.supernet.extract(cfg).eval()
+            if cfg.compress.active:  # the proxy is the inherited model as deployed: pruned (no fine-tune), quantized
+                from ..compress import apply
+
+                apply(model, cfg.compress)
             if measure_architecture(self.space, cfg, model, self.specs, rec):
                 rec.metrics.update(self.proxy_accuracy(cfg, model))
                 rec.status = "proxy"
