@@ -8,10 +8,12 @@ Two files per task (a multi-task model gives one pair per task, ``<stem>.<task>.
   PyTorch model within ``|y_ort - y_torch| <= FP32_ATOL + FP32_RTOL * |y_torch|`` on
   validation examples.
 * ``<stem>.int8.onnx``: int8, where onnxruntime's quantizer supports it: dynamic quantization
-  of every MatMul/Gemm weight (``onnxruntime.quantization.quantize_dynamic``, per-tensor int8
-  weights, activations quantized at run time: ``MatMulInteger``). Compared with the same PyTorch
-  model: the logits' relative error ``||y_int8 - y|| / ||y|| <= INT8_REL`` (L2 over all the
-  examples' logits) and the same predicted class on at least ``INT8_AGREE`` of the examples.
+  of every MatMul/Gemm weight (``onnxruntime.quantization.quantize_dynamic``, per-channel int8
+  weights in 7 bits (``reduce_range``: u8 x s8 products must not saturate on CPUs without VNNI),
+  activations quantized at run time: ``MatMulInteger``). Compared with the same PyTorch
+  model on the class probabilities (softmax of the logits, which ignores a shift of all logits):
+  ``max |p_int8 - p| <= INT8_PROB``; the share of examples with the same predicted class is
+  reported beside it.
 
 The exporter is ``torch.onnx.export(dynamo=True)`` (torch.export) at opset 18, at the
 deployment batch size and each task's sequence length (static shapes: Linformer and
@@ -38,7 +40,7 @@ from ..compress import build_deployed
 from ..config import RunConfig, task_spec
 
 FP32_ATOL, FP32_RTOL = 1e-4, 1e-3
-INT8_REL, INT8_AGREE = 0.1, 0.9
+INT8_PROB = 0.05
 OPSET = 18
 
 
@@ -134,6 +136,16 @@ def _export(module: nn.Module, x: torch.Tensor, mask: torch.Tensor, path: Path, 
                           dynamo=True, opset_version=OPSET, verbose=False, external_data=False)
 
 
+def _not_2d_weight(path: Path) -> List[str]:
+    """MatMul nodes whose constant operand is not a 2-D matrix (e.g. a batched product with a
+    constant tensor): onnxruntime's per-channel int8 MatMul does not take them; they stay fp32."""
+    import onnx
+
+    g = onnx.load(str(path), load_external_data=False).graph
+    dims = {t.name: len(t.dims) for t in g.initializer}
+    return [n.name for n in g.node if n.op_type == "MatMul" and len(n.input) > 1 and dims.get(n.input[1], 2) != 2]
+
+
 def _cause(e: BaseException) -> str:
     while e.__cause__ is not None:
         e = e.__cause__
@@ -141,7 +153,7 @@ def _cause(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
 
 
-def export_onnx(cfg: RunConfig, checkpoint: str, out: str, *, int8: bool = True, examples: int = 32) -> OnnxReport:
+def export_onnx(cfg: RunConfig, checkpoint: str, out: str, *, int8: bool = True, examples: int = 64) -> OnnxReport:
     """Export the deployed model of ``cfg`` with the weights of ``checkpoint`` to ONNX (fp32, and
     int8 where supported), next to ``out``; check each file against PyTorch with onnxruntime.
     Raises :class:`ExportError` when the family cannot be exported."""
@@ -176,21 +188,20 @@ def export_onnx(cfg: RunConfig, checkpoint: str, out: str, *, int8: bool = True,
         try:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            with _quiet():  # the weights of linear layers (MatMul / Gemm with a constant weight)
-                quantize_dynamic(str(fp32_path), str(q_path), weight_type=QuantType.QInt8, per_channel=False,
-                                 op_types_to_quantize=["MatMul", "Gemm"], extra_options={"MatMulConstBOnly": True})
+            with _quiet():  # the weights of linear layers (MatMul / Gemm with a constant 2-D weight)
+                quantize_dynamic(str(fp32_path), str(q_path), weight_type=QuantType.QInt8, per_channel=True,
+                                 reduce_range=True, op_types_to_quantize=["MatMul", "Gemm"],
+                                 nodes_to_exclude=_not_2d_weight(fp32_path), extra_options={"MatMulConstBOnly": True})
             got8 = _run_ort(q_path, x, mask, batch)
         except Exception as e:  # the quantizer or the runtime does not support this graph
             report.notes.append(f"{t.name}: no int8 ONNX: onnxruntime's dynamic quantization failed ({_cause(e)})")
             q_path.unlink(missing_ok=True)
             continue
         d8 = float((got8 - ref).abs().max())
-        rel = float((got8 - ref).norm() / ref.norm().clamp_min(1e-12))
+        dp = float((got8.softmax(-1) - ref.softmax(-1)).abs().max())
         agree = float((got8.argmax(-1) == ref.argmax(-1)).float().mean())
-        ok8 = rel <= INT8_REL and agree >= INT8_AGREE
         report.files.append(OnnxFile(str(q_path), "int8", q_path.stat().st_size, d8, agree,
-                                     f"|y_int8 - y| <= {INT8_REL:g} |y| over the examples' logits (now {rel:.3f}) "
-                                     f"and the same class on >= {INT8_AGREE:.0%}", ok8))
+                                     f"class probabilities within {INT8_PROB:g} (now {dp:.3g})", dp <= INT8_PROB))
     return report
 
 
