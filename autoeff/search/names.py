@@ -26,7 +26,7 @@ def _short(v: Any) -> str:
 
 
 def compress_label(rec: TrialRecord) -> str:
-    """'int8' / 'fp16' / 'int4' from ``config["compress"]["bits"]`` (empty for 32 bits or no
+    """'int8' / 'bf16' (or 'fp16', ``compress.half``) / 'int4' from ``config["compress"]["bits"]`` (empty for 32 bits or no
     compress section), plus any other searched ``compress.*`` knob as ``<knob><value>``."""
     cfg = rec.config or {}
     comp = cfg.get("compress") if isinstance(cfg.get("compress"), dict) else {}
@@ -34,7 +34,7 @@ def compress_label(rec: TrialRecord) -> str:
     parts = []
     if bits is not None:
         try:
-            parts.append(BITS_NAMES.get(int(bits), f"{int(bits)}bit"))
+            parts.append(comp.get("half", "bf16") if int(bits) == 16 else BITS_NAMES.get(int(bits), f"{int(bits)}bit"))
         except (TypeError, ValueError):
             parts.append(f"bits{bits}")
     for k, v in rec.params.items():

@@ -56,8 +56,9 @@ def register_trial_model(space: Space, rec: TrialRecord, name: str, alias: str =
     import mlflow.pytorch
     from mlflow.models import infer_signature
 
+    from ..compress import build_deployed
     from ..config import parse_run_config, task_spec
-    from ..model import build_model, example_inputs
+    from ..model import example_inputs
     from ..model.serving import ServingModel
 
     if not name.strip() or any(c in name for c in "/:"):  # MLflow's rule, checked before anything is logged
@@ -68,7 +69,7 @@ def register_trial_model(space: Space, rec: TrialRecord, name: str, alias: str =
                           key="--register", value=name, has_value=True)
     cfg = parse_run_config(rec.config, file=f"trial {rec.number}")
     specs = [task_spec(t) for t in cfg.tasks]
-    model = build_model(cfg, specs)
+    model = build_deployed(cfg, specs)  # a compressed trial's checkpoint holds the deployed (compressed) model
     model.load_state_dict(torch.load(rec.checkpoint, weights_only=True)["state_dict"])
     spec = specs[0]
     serving = ServingModel(model, spec.name, tokens=spec.input_kind == "tokens").eval()

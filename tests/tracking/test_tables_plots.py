@@ -37,6 +37,8 @@ def test_run_names_say_what_the_model_is():
     r.params.pop("compress.bits")
     assert run_name(r) == "t017-linformer-k64-d4-w128"
     r.config["compress"]["bits"] = 16
+    assert run_name(r).endswith("-bf16")  # compress.half's default
+    r.config["compress"]["half"] = "fp16"
     assert run_name(r).endswith("-fp16")
     # a trial that failed before it had a config is still named from its sampled params
     failed = TrialRecord(number=3, status="failed", params={"attention.kind": "longformer",
