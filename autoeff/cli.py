@@ -1,6 +1,6 @@
 """The `autoeff` command line.
 
-    autoeff search   --space SPACE.yaml [key=value ...]   run or resume a search
+    autoeff search   --space SPACE.yaml [--backend ray] [--ray-address ADDR] [key=value ...]   run or resume a search
     autoeff pareto   --space SPACE.yaml [--all]           print the front (or every trial)
     autoeff export   --space SPACE.yaml (--trial N | --rule "highest accuracy with latency_ms <= 20") [-o OUT.yaml]
                      [--onnx [PATH]]                      also write its deployed model as ONNX, checked
@@ -34,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true",
                    help="no progress (by default: a live display on a terminal, plain lines in CI or a pipe)")
     s.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    s.add_argument("--backend", choices=("optuna", "ray"), help="= search.backend (optuna: trials in this process; "
+                   "ray: Ray Tune trials, locally or on a cluster)")
+    s.add_argument("--ray-address", metavar="ADDR", help="= search.ray.address: join this Ray cluster "
+                   "('auto' or host:port; implies --backend ray)")
 
     s = sub.add_parser("pareto", help="print the Pareto front of a search")
     s.add_argument("--space", required=True)
@@ -83,7 +87,7 @@ def _cmd_search(a) -> int:
     from .api import run_search
     from .tracking.tables import to_text
 
-    res = run_search(a.space, a.overrides, quiet=a.quiet, track=not a.no_mlflow)
+    res = run_search(a.space, _backend_overrides(a) + list(a.overrides), quiet=a.quiet, track=not a.no_mlflow)
     s = res.space.search
     print(f"\nPareto front of '{s.study_name}' ({len(res.front)} of {len(res.records)} trials):")
     print(to_text(res.space, res.front))
@@ -96,6 +100,19 @@ def _cmd_search(a) -> int:
     print(f"A page to share: autoeff report --space {a.space} -o {s.study_name}-report.html")
     print(f"Export one: autoeff export --space {a.space} --trial N -o model.yaml")
     return 0
+
+
+def _backend_overrides(a) -> List[str]:
+    """--backend / --ray-address as dotlist overrides (explicit overrides after them win)."""
+    out = []
+    if a.backend == "optuna" and a.ray_address:
+        raise ConfigError("--ray-address needs the ray backend", key="--backend", value="optuna", allowed=["ray"],
+                          has_value=True)
+    if a.backend or a.ray_address:
+        out.append(f"search.backend={a.backend or 'ray'}")
+    if a.ray_address:
+        out.append(f"search.ray.address={a.ray_address}")
+    return out
 
 
 def _cmd_pareto(a) -> int:

@@ -185,6 +185,9 @@ class DeployConfig:
     repeats: int = 15
     threads: int = 0  # 0 = torch's default; recorded either way
     device: str = field(default="cpu", metadata={"choices": ("cpu", "cuda")})
+    #: Ray custom resources a trial needs (search.backend ray), e.g. {bench_node: 1}: pins every
+    #: measurement to one kind of node, so a front compares like with like
+    resources: Dict[str, float] = field(default_factory=dict)
 
 
 #: quantization bit widths: 32 = fp32 as trained, 16 = bf16/fp16, 8 = int8 weights, 4 = packed 4-bit weights

@@ -10,20 +10,28 @@ Order of work (issue: architecture-only figures do not depend on training):
    candidate, and the constraint keeps it off the front);
 4. train with Lightning for the budget, compress (prune, fine-tune, quantize), evaluate accuracy
    per task on the validation split (and the test split, recorded), aggregate, measure the
-   compressed model again as deployed, save the checkpoint (of the deployed model).
+   compressed model again as deployed, save the checkpoint (of the deployed model). With early
+   stopping (``search.early_stopping``), the backend's ``rung_judge`` is asked at every rung
+   whether the trial goes on (see :mod:`autoeff.search.multifidelity`); a stopped trial is
+   ``pruned``.
+
+Measurements run inside the machine's measurement gate and every unit of work inside its work
+lock (:mod:`autoeff.isolation`), so no other trial trains while a model is timed.
 """
 from __future__ import annotations
 
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
 from ..compress import build_deployed
 from ..config import RunConfig, aggregate, parse_run_config, task_spec
 from ..errors import ConfigError
+from ..isolation import gate
+from ..measure.host import machine_info
 from ..measure.model import measure_model
 from ..model import build_model
 from ..tasks import load_task
@@ -35,6 +43,9 @@ ARCH_METRICS = ("latency_ms", "peak_memory_mb", "activation_peak_mb", "params", 
 PER_TASK_METRICS = ("latency_ms", "peak_memory_mb", "activation_peak_mb", "latency_p10_ms", "latency_p90_ms",
                     "latency_spread")
 Log = Callable[[str], None]
+#: (rung index from 1, step, point: objective values with the rung's accuracy) -> None to go on,
+#: or the reason to stop (provided by the backend, which knows the other trials' rung points)
+RungJudge = Callable[[int, int, List[float]], Optional[str]]
 
 
 def _agg_rule(objectives: Sequence[Objective], metric: str, default: str) -> str:
@@ -46,8 +57,12 @@ def _agg_rule(objectives: Sequence[Objective], metric: str, default: str) -> str
 
 def architecture_metrics(cfg: RunConfig, model, specs, objectives: Sequence[Objective]) -> Dict[str, float]:
     """Deployment figures of a model, per task and aggregated by the objectives' rules (a cost
-    that is no objective aggregates by ``max``: the model must serve every task)."""
-    per = measure_model(model, specs, cfg.deploy)
+    that is no objective aggregates by ``max``: the model must serve every task). Measured while
+    no other trial on the machine works (the measurement gate); ``measure_wait_s`` is how long
+    that took to arrange, ``measure_contended`` 1 when another trial's step had to finish first."""
+    t0 = time.perf_counter()
+    with gate().measure() as waited:
+        per = measure_model(model, specs, cfg.deploy)
     weights = {t.name: t.weight for t in cfg.tasks}
     tasks = [s.name for s in specs]
     m: Dict[str, float] = {}
@@ -59,6 +74,11 @@ def architecture_metrics(cfg: RunConfig, model, specs, objectives: Sequence[Obje
                 m[f"{key}.{t}"] = vals[t]
     m["threads"] = per[tasks[0]]["threads"]
     m.update(per["_model"])
+    m["measure_time_s"] = time.perf_counter() - t0
+    m["measure_wait_s"] = waited.wait_s
+    m["measure_contended"] = float(waited.contended)
+    if waited.timed_out:
+        m["measure_gate_timeout"] = 1.0
     return m
 
 
@@ -108,37 +128,76 @@ def deployed_metrics(cfg: RunConfig, model, specs, objectives: Sequence[Objectiv
 
 def run_trial(space: Space, params: Mapping[str, Any], number: int, *, artifacts_dir: str,
               log: Log = lambda s: None, progress=None, overrides: Optional[Mapping[str, Any]] = None,
-              init_state: Optional[Mapping[str, torch.Tensor]] = None) -> TrialRecord:
+              init_state: Optional[Mapping[str, torch.Tensor]] = None,
+              rung_judge: Optional[RungJudge] = None) -> TrialRecord:
     """Run one trial end to end and return its record (never raises for a trial's own failure).
 
     ``overrides`` (nested or dotted config values) change the materialized config, e.g. a
     finalist's training budget; ``init_state`` starts training from these weights (a state dict
     of the candidate's model, e.g. extracted from a supernet) instead of a fresh initialization.
+    ``rung_judge`` (with ``search.early_stopping``) decides at each rung whether training goes on.
     """
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     rec = TrialRecord(number=number, status="running", params=dict(params))
     try:
         cfg = space.materialize(params, extra=overrides)
         rec.config = cfg.to_dict()
         specs = [task_spec(t) for t in cfg.tasks]
-        model = build_model(cfg, specs)
-        if init_state is not None:
-            model.load_state_dict(init_state)
-        deployed = build_deployed(cfg, specs) if cfg.compress.active else model  # see deployed_metrics
+        with gate().work():
+            model = build_model(cfg, specs)
+            if init_state is not None:
+                model.load_state_dict(init_state)
+            deployed = build_deployed(cfg, specs) if cfg.compress.active else model  # see deployed_metrics
+        rec.machine = machine_info(cfg.deploy.device)
         if measure_architecture(space, cfg, deployed, specs, rec):
-            data = [load_task(t, cfg.data_dir) for t in cfg.tasks]
+            with gate().work():
+                data = [load_task(t, cfg.data_dir) for t in cfg.tasks]
             del deployed
-            rec.metrics.update(train_and_evaluate(model, data, cfg, progress=progress))  # model: now as deployed
-            rec.metrics.update(deployed_metrics(cfg, model, specs, space.objectives))
+            rungs, on_rung, stop = _early_stopping(space, cfg, dict(rec.metrics), rung_judge)
+            rec.metrics.update(train_and_evaluate(model, data, cfg, progress=progress, rungs=rungs, on_rung=on_rung,
+                                                  step_guard=gate().work))  # model: now as deployed
             rec.metrics["trained"] = 1.0
-            rec.checkpoint = save_checkpoint(model, cfg, Path(artifacts_dir) / f"trial-{number:04d}" / "model.pt",
-                                             metrics=rec.metrics)
+            if stop:  # pruned: no accuracy, no objective values, no checkpoint; never on a front
+                rec.status, rec.reason = "pruned", stop[0]
+                rec.metrics["cpu_time_s"] = time.process_time() - cpu0
+                rec.duration_s = time.perf_counter() - t0
+                return rec
+            rec.metrics.update(deployed_metrics(cfg, model, specs, space.objectives))
+            with gate().work():
+                rec.checkpoint = save_checkpoint(model, cfg, Path(artifacts_dir) / f"trial-{number:04d}" / "model.pt",
+                                                 metrics=rec.metrics)
             rec.status = "complete"
         _score(space, rec)
     except Exception as e:  # a failing trial is recorded with its reason; the search goes on
         record_failure(rec, e)
+    rec.metrics["cpu_time_s"] = time.process_time() - cpu0
     rec.duration_s = time.perf_counter() - t0
     return rec
+
+
+def _early_stopping(space: Space, cfg: RunConfig, arch: Mapping[str, float], judge: Optional[RungJudge]):
+    """Rung steps and the ``on_rung`` callback for :func:`train_and_evaluate` (none without
+    ``search.early_stopping`` or a judge). The callback builds the trial's point at a rung (the
+    rung's accuracy and the deployed model's costs measured before training, in the objectives'
+    order), asks the judge, and on a stop keeps the reason in ``stop`` (a one-element list once
+    stopped)."""
+    es = space.search.early_stopping
+    stop: List[str] = []
+    if es is None or judge is None:
+        return (), None, stop
+    from .multifidelity import rung_steps
+
+    max_steps = cfg.train.max_steps
+
+    def on_rung(i: int, step: int, accuracy: float, per_task: Mapping[str, float]) -> bool:
+        point = [accuracy if o.name == "accuracy" else float(arch[o.name]) for o in space.objectives]
+        reason = judge(i, step, point)
+        if reason:
+            stop.append(f"stopped at rung {i} (step {step} of {max_steps}, rung accuracy {accuracy:.4g}): {reason}")
+        return not reason
+
+    return rung_steps(max_steps, es), on_rung, stop
 
 
 def _score(space: Space, rec: TrialRecord) -> None:
@@ -158,6 +217,11 @@ def remeasure(space: Space, rec: TrialRecord) -> TrialRecord:
     for k in ("latency_ms", "peak_memory_mb", "activation_peak_mb"):
         rec.metrics[f"search_{k}"] = rec.metrics.get(k, float("nan"))
     rec.metrics.update(arch)
+    if rec.machine:  # where the search measured it, and where it was measured again
+        rec.machine = {**{f"search_{k}": v for k, v in rec.machine.items() if not k.startswith("search_")},
+                       **machine_info(cfg.deploy.device)}
+    else:
+        rec.machine = machine_info(cfg.deploy.device)
     _score(space, rec)
     rec.remeasured = True
     return rec

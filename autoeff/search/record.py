@@ -31,6 +31,8 @@ class TrialRecord:
     duration_s: float = 0.0
     remeasured: bool = False
     pareto: bool = False
+    #: where it was measured: host, cpu (model), cpus, gpu (model, when measured on CUDA)
+    machine: Dict[str, str] = field(default_factory=dict)
 
     @property
     def feasible(self) -> bool:

@@ -344,17 +344,20 @@ def summarize(space: Space, records: Sequence[TrialRecord], front: Sequence[Tria
 
 
 def finalize(space: Space, records: List[TrialRecord], log: Callable[[str], None],
-             save: Callable[[TrialRecord], None]) -> SearchResult:
+             save: Callable[[TrialRecord], None],
+             remeasure: Optional[Callable[[Space, TrialRecord], TrialRecord]] = None) -> SearchResult:
     """Re-measure the front's candidates one at a time (nothing else runs now), then
-    recompute the front on the re-measured figures."""
+    recompute the front on the re-measured figures. ``remeasure`` (default: here, in this
+    process) lets a backend measure elsewhere, e.g. on the kind of node ``deploy.resources`` names."""
     front = front_of(space, records)
     if space.search.remeasure_front and front:
-        from .objective import remeasure  # torch: only when there is something to measure
+        if remeasure is None:
+            from .objective import remeasure  # torch: only when there is something to measure
 
         log(f"re-measuring the {len(front)} front candidates one at a time")
         for r in front:
             try:
-                remeasure(space, r)
+                r.__dict__.update(remeasure(space, r).__dict__)
                 save(r)
             except Exception as e:  # keep the search-time figures if a checkpoint is unusable
                 log(f"    trial {r.number}: re-measurement failed ({type(e).__name__}: {e}); keeping search-time figures")

@@ -44,12 +44,13 @@ from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 from ..config import AGGREGATES, RUN_SECTIONS, ModelConfig, OneShotConfig, RunConfig, load_yaml, parse_run_config
 from ..errors import ConfigError
+from .multifidelity import EarlyStopping, check_early_stopping
 
 DIM_TYPES = ("categorical", "int", "float")
 METRICS = ("accuracy", "latency_ms", "peak_memory_mb", "activation_peak_mb", "params", "size_mb")
 DIRECTIONS = {"max": "maximize", "maximize": "maximize", "min": "minimize", "minimize": "minimize"}
 SAMPLERS = ("tpe", "nsga2", "random")
-BACKENDS = ("optuna",)
+BACKENDS = ("optuna", "ray")
 STRATEGIES = ("standalone", "oneshot")
 SPACE_SECTIONS = ("name", "space", "objectives", "constraints", "search", "export", "oneshot")
 #: what a one-shot supernet can share weights over; other dimensions need standalone training
@@ -121,6 +122,19 @@ class Constraint:
 
 
 @dataclass
+class RaySettings:
+    """``search.ray``: how the Ray backend runs trials (``search.backend: ray``)."""
+
+    address: str = ""  # "" = a local Ray instance for this search; "auto" or "host:port" joins a cluster
+    cpus_per_trial: float = 1.0  # each trial's torch thread count is pinned to its CPUs
+    gpus_per_trial: float = 0.0
+    max_concurrent: int = 0  # trials at once; 0 = as many as the cluster's CPUs (and GPUs) allow
+    num_cpus: int = 0  # local instance only: CPUs Ray may use (0 = all of the machine's)
+    object_store_mb: int = 128  # local instance only (Ray needs at least 80)
+    temp_dir: str = ""  # local instance only: Ray's session folder ("" = <artifacts>/ray, or /tmp if too long)
+
+
+@dataclass
 class SearchSettings:
     backend: str = "optuna"
     strategy: str = "standalone"  # standalone: train every candidate; oneshot: score subnets of a supernet
@@ -135,6 +149,8 @@ class SearchSettings:
     artifacts: str = "mlartifacts"  # local folder for MLflow artifacts and trial checkpoints
     remeasure_front: bool = True
     startup_trials: int = 0  # random trials before TPE models the space (0 = Optuna's default rule)
+    early_stopping: Optional[EarlyStopping] = None  # set = multi-objective early stopping (rungs, eta)
+    ray: RaySettings = field(default_factory=RaySettings)
 
 
 @dataclass
@@ -426,6 +442,14 @@ def load_space(path: Union[str, Path], overrides: Sequence[str] = (), *, check: 
             raise ConfigError("unknown backend", key="search.backend", value=search.backend, allowed=BACKENDS, has_value=True)
         if search.n_trials < 1:
             raise ConfigError("must be >= 1", key="search.n_trials", value=search.n_trials, has_value=True)
+        _check_distributed(search, base)
+        if search.strategy == "oneshot" and (search.early_stopping is not None or search.backend == "ray"):
+            what = "search.early_stopping" if search.early_stopping is not None else "search.backend"
+            raise ConfigError("one-shot proxy trials are not trained, so they have no rungs, and they run in the "
+                              "process that holds the supernet (the optuna backend)", key=what,
+                              value="set" if what == "search.early_stopping" else search.backend,
+                              allowed="search.strategy: standalone with early stopping or the ray backend",
+                              has_value=True)
         from .stores import MLFLOW_TABLES, OPTUNA_TABLES, check_sqlite_store
 
         check_sqlite_store(search.storage, what="an Optuna study database", tables=OPTUNA_TABLES,
@@ -436,6 +460,11 @@ def load_space(path: Union[str, Path], overrides: Sequence[str] = (), *, check: 
         if not isinstance(export, Mapping):
             raise ConfigError("expected a mapping of run-config overrides", key="export", value=export, has_value=True)
         objectives = _parse_objectives(data.get("objectives"))
+        if search.early_stopping is not None:
+            bad = check_early_stopping(search.early_stopping, [o.name for o in objectives])
+            if bad:
+                key, value, problem, allowed = bad
+                raise ConfigError(problem, key=key, value=value, allowed=allowed, has_value=True)
         _set_accuracy_aggregate(base, objectives)
         oneshot = build_dataclass(OneShotConfig, data.get("oneshot"), "oneshot") \
             if search.strategy == "oneshot" or data.get("oneshot") is not None else None
@@ -456,6 +485,33 @@ def load_space(path: Union[str, Path], overrides: Sequence[str] = (), *, check: 
     except ConfigError as e:
         raise e.with_file(file)
     return space
+
+
+def _check_distributed(search: SearchSettings, base: Mapping[str, Any]) -> None:
+    """``search.ray`` and ``deploy.resources`` (Ray custom resources a trial needs)."""
+    r = search.ray
+    for key, v, low in (("cpus_per_trial", r.cpus_per_trial, 0.0), ("gpus_per_trial", r.gpus_per_trial, None),
+                        ("max_concurrent", r.max_concurrent, None), ("num_cpus", r.num_cpus, None)):
+        if v < 0 or (low is not None and v <= low):
+            raise ConfigError("must be > 0" if low is not None else "must be >= 0", key=f"search.ray.{key}",
+                              value=v, has_value=True)
+    if r.object_store_mb < 80:
+        raise ConfigError("Ray's object store needs at least 80 MB", key="search.ray.object_store_mb",
+                          value=r.object_store_mb, has_value=True)
+    deploy = base.get("deploy")
+    res = deploy.get("resources") if isinstance(deploy, Mapping) else None
+    if res is not None:
+        if not isinstance(res, Mapping):
+            raise ConfigError("expected a mapping {resource: amount}", key="deploy.resources", value=res,
+                              has_value=True)
+        for k, v in res.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+                raise ConfigError("a resource amount must be a number > 0", key=f"deploy.resources.{k}", value=v,
+                                  has_value=True)
+            if str(k).upper() in ("CPU", "GPU", "MEMORY", "OBJECT_STORE_MEMORY"):
+                raise ConfigError("deploy.resources names custom Ray resources; CPUs and GPUs per trial are "
+                                  "search.ray.cpus_per_trial / gpus_per_trial", key=f"deploy.resources.{k}",
+                                  value=v, has_value=True)
 
 
 def _set_accuracy_aggregate(base: Dict[str, Any], objectives: Sequence[Objective]) -> None:

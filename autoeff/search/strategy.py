@@ -52,10 +52,12 @@ class Strategy:
 
 
 class Standalone(Strategy):
-    def run_trial(self, params, number, *, artifacts_dir, log, progress=None):
+    def run_trial(self, params, number, *, artifacts_dir, log, progress=None, rung_judge=None):
+        """``rung_judge``: early stopping's judge (``search.early_stopping``, standalone only)."""
         from .objective import run_trial  # torch and Lightning: only a running search needs them
 
-        return run_trial(self.space, params, number, artifacts_dir=artifacts_dir, log=log, progress=progress)
+        return run_trial(self.space, params, number, artifacts_dir=artifacts_dir, log=log, progress=progress,
+                         rung_judge=rung_judge)
 
 
 def make_strategy(space: Space) -> Strategy:

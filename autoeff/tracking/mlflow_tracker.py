@@ -254,6 +254,7 @@ class MLflowTracker(SearchCallback):
             tags.append(RunTag("reason", rec.reason[:5000]))
             if rec.status in ("failed", "interrupted"):
                 tags.append(RunTag("fail_reason", rec.reason[:5000]))
+        tags += [RunTag(f"measured_on.{k}", str(v)[:5000]) for k, v in rec.machine.items() if v]
         if rec.checkpoint:
             tags.append(RunTag("checkpoint", str(Path(rec.checkpoint).resolve())))
         self.client.log_batch(run_id, tags=tags)

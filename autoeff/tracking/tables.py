@@ -36,6 +36,16 @@ METRIC_DESCRIPTIONS = {
                                                       "weights zeroed (magnitude)",
     "finetune_steps / finetune_time_s": "steps and time of the fine-tune after pruning / with QAT (part of train_steps)",
     "teacher_accuracy": "validation accuracy of the distillation teacher (trained once, cached)",
+    "rung_accuracy.<i> / rung_steps.<i>": "early stopping: validation accuracy after rung i's steps (a low-fidelity "
+                                          "figure, never the trial's accuracy)",
+    "stopped_at_rung": "early stopping: the rung where a pruned trial stopped (its tag reason says why)",
+    "measure_time_s / measure_wait_s / measure_contended": "time spent measuring the deployed model; how long it "
+                                                           "waited for other trials' steps to finish (the "
+                                                           "measurement gate), and whether any had to "
+                                                           "(measure_gate_timeout: it gave up waiting)",
+    "threads_train": "torch threads a Ray trial trained with (the CPUs it holds, search.ray.cpus_per_trial)",
+    "eval_time_s / cpu_time_s / trial_wall_s": "time spent evaluating; CPU time of the trial's process (all "
+                                               "threads); the trial's wall time as its backend saw it",
 }
 
 

@@ -6,7 +6,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, ContextManager, Dict, List, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -20,6 +20,10 @@ from .data import MixedTaskBatches, eval_batches
 from .module import AutoEffLightning
 
 ProgressFn = Callable[[int, int, float], None]  # (step, max_steps, last loss)
+#: (rung index from 1, step, validation accuracy per task) -> continue training?
+RungFn = Callable[[int, int, Dict[str, float]], bool]
+#: a context manager around each unit of work (a step, an evaluation); see isolation
+Guard = Callable[[], ContextManager]
 
 for _name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
     logging.getLogger(_name).setLevel(logging.ERROR)
@@ -36,6 +40,10 @@ class FitResult:
     last_loss: float
     steps_per_task: Dict[str, int] = field(default_factory=dict)
     hit_time_limit: bool = False
+    #: validation accuracy per task at each rung reached, as (step, {task: accuracy})
+    rungs: List[tuple] = field(default_factory=list)
+    stopped_at_rung: int = 0  # rung index (from 1) where on_rung said stop; 0 = ran the budget
+    eval_seconds: float = 0.0  # time spent evaluating at rungs (inside ``seconds``)
 
 
 class _Progress(pl.Callback):
@@ -48,14 +56,69 @@ class _Progress(pl.Callback):
             self.fn(step, self.max_steps, module.last_loss)
 
 
+class _StepHooks(pl.Callback):
+    """Work inside ``guard`` (a measurement elsewhere on the machine waits for it, and it waits
+    for measurements): the Trainer's set-up, then each step, then the wind-down, letting go only
+    between steps. At each rung boundary, evaluate on the validation split and ask ``on_rung``
+    whether to go on. The learning-rate schedule is not touched: it spans ``max_steps``, so a
+    trial that passes every rung is exactly a full-budget trial."""
+
+    def __init__(self, tasks, cfg: TrainConfig, rungs: Sequence[int], on_rung: Optional[RungFn],
+                 guard: Optional[Guard], result: FitResult):
+        self.tasks, self.cfg = tasks, cfg
+        self.rungs = {s: i + 1 for i, s in enumerate(sorted(rungs))}
+        self.on_rung, self.guard, self.result = on_rung, guard, result
+        self._held = None
+
+    def hold(self) -> None:
+        if self.guard is not None and self._held is None:
+            self._held = self.guard()
+            self._held.__enter__()
+
+    def release(self) -> None:
+        if self._held is not None:
+            held, self._held = self._held, None
+            held.__exit__(None, None, None)
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.hold()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        try:
+            step = trainer.global_step
+            if self.on_rung is not None and step in self.rungs:
+                t0 = time.perf_counter()
+                acc = evaluate(module.model, self.tasks, "val", max_batches=self.cfg.val_batches)
+                self.result.eval_seconds += time.perf_counter() - t0
+                self.result.rungs.append((step, acc))
+                if not self.on_rung(self.rungs[step], step, acc):
+                    self.result.stopped_at_rung = self.rungs[step]
+                    trainer.should_stop = True
+        finally:
+            if not (trainer.should_stop or trainer.global_step >= self.cfg.max_steps):
+                self.release()  # between steps: a measurement may run now; the last step keeps it
+
+    def on_exception(self, trainer, module, exception):
+        self.release()
+
+
 def fit(model: AutoEffModel, tasks: Sequence[TaskData], cfg: TrainConfig, *, weights: Sequence[float] = (),
         progress: Optional[ProgressFn] = None, accelerator: Optional[str] = None,
-        distill: Optional[SoftTargets] = None) -> FitResult:
+        distill: Optional[SoftTargets] = None, rungs: Sequence[int] = (), on_rung: Optional[RungFn] = None,
+        step_guard: Optional[Guard] = None) -> FitResult:
     """Train ``model`` in place on ``tasks`` for ``cfg.max_steps`` steps (or ``cfg.max_time_s``).
 
     ``weights`` (one per task, default 1.0) drive ``proportional`` mixing: a task's share of the
     steps is proportional to weight x train size. ``distill``: a teacher's soft targets (the loss
     becomes the distillation loss of ``autoeff.compress.distill``).
+
+    ``rungs`` (step counts below ``max_steps``) with ``on_rung``: after each of those steps the
+    model is evaluated on the validation split and ``on_rung(rung, step, accuracy per task)``
+    decides whether training goes on; a stop ends training there (``stopped_at_rung``). The
+    schedule still spans ``max_steps``, so surviving every rung equals plain full training.
+    ``step_guard``: a context manager factory holding the work lock of
+    :mod:`autoeff.isolation` from the Trainer's set-up to the end of training, let go only
+    between steps (so a measurement elsewhere waits at most one step).
     """
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -65,34 +128,41 @@ def fit(model: AutoEffModel, tasks: Sequence[TaskData], cfg: TrainConfig, *, wei
     stream = MixedTaskBatches(tasks, batch_size=cfg.batch_size, mix=cfg.mix, weights=list(weights), seed=cfg.seed)
     loader = DataLoader(stream, batch_size=None, num_workers=0)
     module = AutoEffLightning(model, cfg, distill=distill)
-    callbacks = [_Progress(progress, cfg.max_steps, max(1, cfg.max_steps // 10))] if progress else []
-    trainer = pl.Trainer(
-        accelerator=accelerator or cfg.accelerator,
-        devices=1,
-        max_steps=cfg.max_steps,
-        max_epochs=-1,
-        max_time=timedelta(seconds=cfg.max_time_s) if cfg.max_time_s > 0 else None,
-        gradient_clip_val=cfg.grad_clip if cfg.grad_clip > 0 else None,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=callbacks,
-        deterministic=False,
-    )
-    t0 = time.perf_counter()
-    trainer.fit(module, train_dataloaders=loader)
+    result = FitResult(steps=0, seconds=0.0, last_loss=float("nan"))
+    callbacks: List[pl.Callback] = [_Progress(progress, cfg.max_steps, max(1, cfg.max_steps // 10))] if progress else []
+    hooks = None
+    if (rungs and on_rung is not None) or step_guard is not None:
+        hooks = _StepHooks(tasks, cfg, [r for r in rungs if 0 < r < cfg.max_steps], on_rung, step_guard, result)
+        callbacks.append(hooks)
+        hooks.hold()  # the Trainer's set-up is work too
+    try:
+        trainer = pl.Trainer(
+            accelerator=accelerator or cfg.accelerator,
+            devices=1,
+            max_steps=cfg.max_steps,
+            max_epochs=-1,
+            max_time=timedelta(seconds=cfg.max_time_s) if cfg.max_time_s > 0 else None,
+            gradient_clip_val=cfg.grad_clip if cfg.grad_clip > 0 else None,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            callbacks=callbacks,
+            deterministic=False,
+        )
+        t0 = time.perf_counter()
+        trainer.fit(module, train_dataloaders=loader)
+    finally:
+        if hooks is not None:
+            hooks.release()
     seconds = time.perf_counter() - t0
     model.eval()
-    return FitResult(
-        steps=trainer.global_step,
-        seconds=seconds,
-        last_loss=module.last_loss,
-        steps_per_task=dict(module.steps_per_task),
-        hit_time_limit=trainer.global_step < cfg.max_steps,
-    )
+    result.steps, result.seconds, result.last_loss = trainer.global_step, seconds, module.last_loss
+    result.steps_per_task = dict(module.steps_per_task)
+    result.hit_time_limit = trainer.global_step < cfg.max_steps and not result.stopped_at_rung
+    return result
 
 
 @torch.inference_mode()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import Callable, Dict, Mapping, Optional, Sequence
 
@@ -15,12 +16,17 @@ from ..config import RunConfig, aggregate, save_config, task_spec
 from ..model import AutoEffModel, build_model
 from ..tasks import load_task
 from ..tasks.base import TaskData
-from .fit import ProgressFn, evaluate, fit
+from .fit import FitResult, Guard, ProgressFn, evaluate, fit
 from .teacher import load_or_train_teacher
+
+#: (rung index from 1, step, aggregated validation accuracy, per task) -> continue training?
+RungAccuracyFn = Callable[[int, int, float, Dict[str, float]], bool]
 
 
 def train_and_evaluate(model: AutoEffModel, data: Sequence[TaskData], cfg: RunConfig, *,
-                       progress: Optional[ProgressFn] = None) -> Dict[str, float]:
+                       progress: Optional[ProgressFn] = None, rungs: Sequence[int] = (),
+                       on_rung: Optional[RungAccuracyFn] = None,
+                       step_guard: Optional[Guard] = None) -> Dict[str, float]:
     """Train ``model`` in place for ``cfg.train``'s budget (task weights drive the mixing), then
     compress it as ``cfg.compress`` says (in place: ``model`` becomes the deployed model), then
     evaluate every task. Returns the metrics: ``accuracy`` (validation, per-task values combined
@@ -29,8 +35,23 @@ def train_and_evaluate(model: AutoEffModel, data: Sequence[TaskData], cfg: RunCo
     class's validation accuracy), ``train_steps`` (and ``train_steps.<task>`` with several tasks),
     ``train_time_s``, ``train_loss``; with compression also ``accuracy_fp32`` (the trained fp32
     model before compression) and :func:`compress_trained`'s report; with distillation the
-    teacher's ``teacher_accuracy``."""
+    teacher's ``teacher_accuracy``; ``eval_time_s``.
+
+    Early stopping (``rungs``, ``on_rung``): at each rung step (of the training before any
+    compression fine-tune) the validation accuracy so far is aggregated like ``accuracy`` and
+    handed to ``on_rung``; it is recorded as ``rung_accuracy.<i>`` at step ``rung_steps.<i>``
+    (never as ``accuracy``). If ``on_rung`` says stop, training ends there and the metrics hold
+    the rung figures, ``stopped_at_rung`` and the training figures, but no ``accuracy`` or
+    ``test_accuracy``: a low-fidelity accuracy is never reported as the model's accuracy (nor is
+    the model compressed). ``step_guard`` is the work lock of :mod:`autoeff.isolation`: held
+    through training (let go between steps), compression and evaluation."""
     weights = {t.name: t.weight for t in cfg.tasks}
+    rule = cfg.train.aggregate
+    guard = step_guard or contextlib.nullcontext
+    rung_cb = None
+    if on_rung is not None:
+        def rung_cb(i: int, step: int, per_task: Dict[str, float]) -> bool:
+            return on_rung(i, step, aggregate(per_task, rule, weights), per_task)
     soft = load_or_train_teacher(cfg, data) if cfg.compress.distill else None
     ft_steps = cfg.compress.finetune_steps(cfg.train.max_steps)
     main = cfg.train
@@ -38,20 +59,30 @@ def train_and_evaluate(model: AutoEffModel, data: Sequence[TaskData], cfg: RunCo
         share = (cfg.train.max_steps - ft_steps) / cfg.train.max_steps
         main = dataclasses.replace(cfg.train, max_steps=cfg.train.max_steps - ft_steps,
                                    max_time_s=cfg.train.max_time_s * share)
-    fr = fit(model, data, main, weights=[weights[t.spec.name] for t in data], progress=progress, distill=soft)
+    fr = fit(model, data, main, weights=[weights[t.spec.name] for t in data], progress=progress, distill=soft,
+             rungs=rungs, on_rung=rung_cb, step_guard=step_guard)
+    metrics: Dict[str, float] = _rung_metrics(fr, rule, weights)
+    if fr.stopped_at_rung:
+        metrics.update({"train_steps": float(fr.steps), "train_time_s": fr.seconds - fr.eval_seconds,
+                        "train_loss": fr.last_loss, "eval_time_s": fr.eval_seconds})
+        return metrics
     extra: Dict[str, float] = dict(soft.metrics) if soft is not None else {}
     if cfg.compress.active or ft_steps:
-        extra.update(compress_trained(model, data, cfg, ft_steps, soft=soft, done=fr.steps, progress=progress))
-    val = evaluate(model, data, "val", max_batches=cfg.train.val_batches)
-    test = evaluate(model, data, "test")
-    rule = cfg.train.aggregate
-    metrics: Dict[str, float] = {"accuracy": aggregate(val, rule, weights), "test_accuracy": aggregate(test, rule, weights)}
+        extra.update(compress_trained(model, data, cfg, ft_steps, soft=soft, done=fr.steps, progress=progress,
+                                      step_guard=step_guard))
+    t0 = time.perf_counter()
+    with guard():
+        val = evaluate(model, data, "val", max_batches=cfg.train.val_batches)
+        test = evaluate(model, data, "test")
+    eval_s = time.perf_counter() - t0 + fr.eval_seconds
+    metrics.update({"accuracy": aggregate(val, rule, weights), "test_accuracy": aggregate(test, rule, weights)})
     for t in data:
         n = t.spec.name
         metrics[f"accuracy.{n}"] = val[n]
         metrics[f"test_accuracy.{n}"] = test[n]
         metrics[f"majority.{n}"] = t.majority_accuracy("val")
-    metrics.update({"train_steps": float(fr.steps), "train_time_s": fr.seconds, "train_loss": fr.last_loss})
+    metrics.update({"train_steps": float(fr.steps), "train_time_s": fr.seconds - fr.eval_seconds,
+                    "train_loss": fr.last_loss, "eval_time_s": eval_s})
     if len(data) > 1:
         metrics.update({f"train_steps.{k}": float(v) for k, v in fr.steps_per_task.items()})
     for k in ("train_steps", "train_time_s"):  # the fine-tune is part of the training budget
@@ -62,18 +93,21 @@ def train_and_evaluate(model: AutoEffModel, data: Sequence[TaskData], cfg: RunCo
 
 def compress_trained(model: AutoEffModel, data: Sequence[TaskData], cfg: RunConfig, ft_steps: int, *,
                      soft: Optional[SoftTargets] = None, done: int = 0,
-                     progress: Optional[ProgressFn] = None) -> Dict[str, float]:
+                     progress: Optional[ProgressFn] = None, step_guard: Optional[Guard] = None) -> Dict[str, float]:
     """The trained fp32 model -> the deployed model, in place (autoeff/compress): evaluate it in
     fp32 (``accuracy_fp32``), prune, fine-tune ``ft_steps`` steps (with pruned weights held at zero,
     and with the weights seen quantized if ``compress.qat``), quantize. Returns ``accuracy_fp32``,
-    the pruning and quantization reports and the fine-tune's ``finetune_steps`` / ``finetune_time_s``."""
+    the pruning and quantization reports and the fine-tune's ``finetune_steps`` / ``finetune_time_s``.
+    ``step_guard``: see :func:`train_and_evaluate`."""
     c = cfg.compress
     weights = {t.name: t.weight for t in cfg.tasks}
-    val = evaluate(model, data, "val", max_batches=cfg.train.val_batches)
-    out: Dict[str, float] = {"accuracy_fp32": aggregate(val, cfg.train.aggregate, weights)}
-    if len(data) > 1:
-        out.update({f"accuracy_fp32.{k}": v for k, v in val.items()})
-    out.update(compress.prune(model, c.prune, c.sparsity))
+    guard = step_guard or contextlib.nullcontext
+    with guard():
+        val = evaluate(model, data, "val", max_batches=cfg.train.val_batches)
+        out: Dict[str, float] = {"accuracy_fp32": aggregate(val, cfg.train.aggregate, weights)}
+        if len(data) > 1:
+            out.update({f"accuracy_fp32.{k}": v for k, v in val.items()})
+        out.update(compress.prune(model, c.prune, c.sparsity))
     if ft_steps:
         ft = dataclasses.replace(cfg.train, max_steps=ft_steps, warmup_steps=min(cfg.train.warmup_steps, ft_steps // 5),
                                  max_time_s=cfg.train.max_time_s * ft_steps / cfg.train.max_steps)
@@ -81,10 +115,23 @@ def compress_trained(model: AutoEffModel, data: Sequence[TaskData], cfg: RunConf
         shifted = (lambda s, m, loss: progress(done + s, total, loss)) if progress else None
         model.train()
         with compress.fake_quantized(model, c.bits, c.group_size) if c.qat else contextlib.nullcontext():
-            fr = fit(model, data, ft, weights=[weights[t.spec.name] for t in data], progress=shifted, distill=soft)
+            fr = fit(model, data, ft, weights=[weights[t.spec.name] for t in data], progress=shifted, distill=soft,
+                     step_guard=step_guard)
         out.update({"finetune_steps": float(fr.steps), "finetune_time_s": fr.seconds})
-    compress.bake(model)
-    out.update(compress.quantize(model, c.bits, half=c.half, group_size=c.group_size))
+    with guard():
+        compress.bake(model)
+        out.update(compress.quantize(model, c.bits, half=c.half, group_size=c.group_size))
+    return out
+
+
+def _rung_metrics(fr: FitResult, rule: str, weights: Mapping[str, float]) -> Dict[str, float]:
+    """``rung_accuracy.<i>``, ``rung_steps.<i>`` (and ``stopped_at_rung``) from a fit."""
+    out: Dict[str, float] = {}
+    for i, (step, per_task) in enumerate(fr.rungs, 1):
+        out[f"rung_accuracy.{i}"] = aggregate(per_task, rule, weights)
+        out[f"rung_steps.{i}"] = float(step)
+    if fr.stopped_at_rung:
+        out["stopped_at_rung"] = float(fr.stopped_at_rung)
     return out
 
 

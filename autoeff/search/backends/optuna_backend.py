@@ -6,7 +6,17 @@
   the front. Multi-objective studies cannot be pruned in Optuna; a candidate whose
   architecture already breaks a hard constraint is told COMPLETE with its measured
   latency/memory, accuracy 0.0 and a positive violation (see ``search.objective``).
-- Trials run one at a time (ask/tell), so no timing ever overlaps another trial's training.
+- Trials run one at a time per process (ask/tell). Several processes may run the same command
+  against one storage: each claims its next trial under the study's claim lock
+  (:mod:`.locks`), counting finished and claimed trials, so together they finish exactly
+  ``n_trials``; their measurements never overlap another trial's training (the measurement
+  gate, :mod:`autoeff.isolation`). The last one to finish writes the front.
+- Early stopping (``search.early_stopping``): a trial's point at each rung is stored on the trial
+  (user attr ``autoeff.rung.<i>``) and judged against the points other trials stored at that
+  rung (:func:`autoeff.search.multifidelity.decide`), in whatever process they ran. A stopped
+  trial is told PRUNED, without values (Optuna forbids ``report``/pruning in multi-objective
+  studies, but accepts a PRUNED state without values): it never looks complete with partial
+  values, samplers treat it as a bad region, and its record (status ``pruned``) says why.
 - Resume: re-running the same command loads the study by name. Trials left RUNNING by a
   killed process on this host (its pid is gone) are marked FAIL with reason "interrupted" and
   their parameters re-enqueued, so the interrupted candidate runs again and nothing is lost
@@ -20,15 +30,18 @@ import socket
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import optuna
 from optuna.trial import TrialState
 
+from ...isolation import gate
+from ..multifidelity import decide
 from ..record import TrialRecord
 from ..runner import Progress, SearchCallback, SearchResult, finalize
 from ..space import Space
 from ..strategy import ANSWERED, make_strategy
+from .locks import study_lock
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -39,6 +52,12 @@ RETRY_OF = "autoeff.retry_of"
 FINALIST_OF = "autoeff.finalist_of"  # a strategy's extra trial (one-shot finalist): not counted in n_trials
 ROLE = "autoeff.role"  # why a strategy added it: finalist | rank_check
 REMEASURED = "autoeff.remeasured"
+CLAIMED = "autoeff.claimed"  # system attr: the trial was counted towards n_trials when it started
+INTERRUPTED = "autoeff.interrupted"
+RUNG = "autoeff.rung."  # user attr prefix: the trial's point at rung i (objective order)
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+FINALIZING = "autoeff.finalizing"  # study system attr: the worker writing the front right now
+CLAIM_POLL_S = 2.0
 MAX_DUPLICATES = 25  # consecutive already-tried proposals before the space counts as exhausted
 
 
@@ -87,15 +106,17 @@ class OptunaBackend:
         self.space = space
         s = space.search
         _sqlite_dir(s.storage)
-        self.study = optuna.create_study(
-            study_name=s.study_name,
-            storage=s.storage,
-            directions=space.directions,
-            sampler=self._sampler(),
-            load_if_exists=True,
-        )
-        if self.study.trials:  # resumed: a fresh stream, or a seeded sampler repeats its old proposals
-            self.study.sampler = self._sampler(seed_offset=len(self.study.trials))
+        with study_lock(s.storage, s.study_name):  # several workers may create it at once
+            self.study = optuna.create_study(
+                study_name=s.study_name,
+                storage=s.storage,
+                directions=space.directions,
+                sampler=self._sampler(),
+                load_if_exists=True,
+            )
+        self._asked = len(self.study.trials)  # trials in the study after this process's last ask
+        if self._asked:  # resumed: a fresh stream, or a seeded sampler repeats its old proposals
+            self.study.sampler = self._sampler(seed_offset=self._asked)
         stored = [d.name.lower() for d in self.study.directions]
         if stored != [d.lower() for d in space.directions]:
             from ...errors import ConfigError
@@ -109,6 +130,10 @@ class OptunaBackend:
             self.study.set_user_attr("autoeff.space", space.fingerprint())
             self.study.set_user_attr("autoeff.objectives", space.objective_names)
             self.study.set_metric_names(space.objective_names)
+
+    def exclusive(self):
+        """The study's claim lock (see :mod:`.locks`), for other one-at-a-time set-up work."""
+        return study_lock(self.space.search.storage, self.space.search.study_name)
 
     def _sampler(self, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
         s = self.space.search
@@ -144,8 +169,10 @@ class OptunaBackend:
             worker = ft.system_attrs.get(WORKER) or ""
             if worker and _alive(worker):
                 continue
-            self.study._storage.set_trial_system_attr(ft._trial_id, "autoeff.interrupted", True)
+            self.study._storage.set_trial_system_attr(ft._trial_id, INTERRUPTED, True)
             self.study.tell(ft.number, state=TrialState.FAIL, skip_if_finished=True)
+            if FINALIST_OF in ft.user_attrs:  # the finalists pass runs it again
+                continue
             params = dict(ft.params)
             self.study.enqueue_trial(params, user_attrs={RETRY_OF: ft.number}, skip_if_exists=False)
             redo.append(ft.number)
@@ -155,12 +182,13 @@ class OptunaBackend:
 
     def _twin(self, params: Dict[str, Any]) -> Optional[optuna.trial.FrozenTrial]:
         """A finished, non-duplicate trial with exactly these parameters, if any (a strategy's
-        finalists are not twins: they score the same candidate another way)."""
-        for ft in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        finalists are not twins: they score the same candidate another way). A trial stopped
+        early is a twin too: its candidate would be stopped again."""
+        for ft in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
             rec = ft.user_attrs.get(RECORD) or {}
             if FINALIST_OF in ft.user_attrs:
                 continue
-            if rec.get("status") in ANSWERED and rec.get("params") == params:
+            if rec.get("status") in (*ANSWERED, "pruned") and rec.get("params") == params:
                 return ft
         return None
 
@@ -169,22 +197,80 @@ class OptunaBackend:
                           values=list(twin.values), violations=list((twin.user_attrs.get(RECORD) or {}).get("violations", [])),
                           reason=f"same candidate as trial {twin.number}")
         trial.set_user_attr(RECORD, rec.to_json())
+        if twin.state == TrialState.PRUNED:  # answered as its twin was: stopped early
+            self.study.tell(trial, state=TrialState.PRUNED)
+            return
         self._set_constraints(trial, rec.violations)
         self.study.tell(trial, list(twin.values))
 
     def _done(self) -> int:
-        n = 0
-        for ft in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        """Finished trials that count towards ``n_trials`` (not interrupted, not re-proposals)."""
+        return self._count()[0]
+
+    def _count(self) -> Tuple[int, int]:
+        """(finished trials that count, trials other live workers have claimed and are running)."""
+        done = running = 0
+        for ft in self.study.get_trials(deepcopy=False, states=(*FINISHED_STATES, TrialState.RUNNING)):
+            if FINALIST_OF in ft.user_attrs:
+                continue
+            if ft.state == TrialState.RUNNING:
+                worker = ft.system_attrs.get(WORKER) or ""
+                if ft.system_attrs.get(CLAIMED) and (not worker or _alive(worker)):
+                    running += 1
+                continue
             dup = (ft.user_attrs.get(RECORD) or {}).get("status") == "duplicate"
-            if not ft.system_attrs.get("autoeff.interrupted") and not dup and FINALIST_OF not in ft.user_attrs:
-                n += 1
-        return n
+            if not ft.system_attrs.get(INTERRUPTED) and not dup:
+                done += 1
+        return done, running
+
+    # ---- one trial: claim, judge its rungs, tell ------------------------------------------
+    def claim(self, log) -> Tuple[Optional[optuna.Trial], Dict[str, Any], Optional[TrialRecord], str]:
+        """Under the study's claim lock: recover trials of dead workers, count finished and claimed
+        trials, and if there is room ask for the next candidate (re-proposals of tried candidates
+        are answered from their twins and do not count). Returns ``(trial, params, record, why)``:
+        ``trial`` None when nothing is left to claim, with ``why`` = "done", "claimed" (other
+        workers hold the rest) or "exhausted"; ``record`` is set when sampling itself failed."""
+        n = self.space.search.n_trials
+        # sampling is work too (TPE can take a while). Lock order, everywhere: the machine's work
+        # lock, then the study's claim lock (never the other way round: no deadlock with a
+        # measurement waiting for this process's work)
+        with gate().work(), self.exclusive():
+            self._recover_interrupted(log)
+            done, running = self._count()
+            if done >= n:
+                return None, {}, None, "done"
+            if done + running >= n:
+                return None, {}, None, "claimed"
+            for _ in range(MAX_DUPLICATES):
+                if len(self.study.trials) != self._asked:  # another worker asked since: a fresh stream
+                    self.study.sampler = self._sampler(seed_offset=len(self.study.trials))
+                trial = self.study.ask()
+                self._asked = len(self.study.trials)
+                self.study._storage.set_trial_system_attr(trial._trial_id, WORKER, _worker_id())
+                try:
+                    params = self.space.sample(_OptunaSuggest(trial))
+                except Exception as e:  # a sampler problem: record and go on
+                    rec = TrialRecord(number=trial.number, status="failed", reason=f"sampling failed: {e}")
+                    self.study._storage.set_trial_system_attr(trial._trial_id, CLAIMED, True)
+                    return trial, {}, rec, ""
+                twin = self._twin(params)
+                if twin is None:
+                    self.study._storage.set_trial_system_attr(trial._trial_id, CLAIMED, True)
+                    return trial, params, None, ""
+                self._tell_duplicate(trial, twin, params)
+            log(f"the sampler proposed {MAX_DUPLICATES} already-tried candidates in a row: "
+                "the space looks exhausted, stopping early")
+            return None, {}, None, "exhausted"
 
     def _tell(self, trial: optuna.Trial, rec: TrialRecord) -> None:
+        """Store a finished trial's record and tell Optuna: COMPLETE with values (complete,
+        infeasible, proxy), PRUNED without values (stopped early), FAIL otherwise."""
         trial.set_user_attr(RECORD, json.loads(json.dumps(rec.to_json(), default=float)))
         if rec.status in ANSWERED and rec.values is not None:
             self._set_constraints(trial, rec.violations)
             self.study.tell(trial, rec.values)
+        elif rec.status == "pruned":
+            self.study.tell(trial, state=TrialState.PRUNED)
         else:
             trial.set_user_attr("autoeff.fail_reason", rec.reason[:2000])
             self.study.tell(trial, state=TrialState.FAIL)
@@ -195,7 +281,7 @@ class OptunaBackend:
         done = {(ft.user_attrs[FINALIST_OF], ft.user_attrs.get(ROLE, "finalist"))
                 for ft in self.study.get_trials(deepcopy=False)
                 if FINALIST_OF in ft.user_attrs and ft.state in (TrialState.COMPLETE, TrialState.FAIL)
-                and not ft.system_attrs.get("autoeff.interrupted")}
+                and not ft.system_attrs.get(INTERRUPTED)}
         todo = [(r, role) for r, role in strategy.finalists(self.records()) if (r.number, role) not in done]
         if todo:
             progress(f"training {len(todo)} more candidate(s) as standalone trials: "
@@ -203,6 +289,7 @@ class OptunaBackend:
         for i, (of, role) in enumerate(todo):
             self.study.enqueue_trial(of.params, user_attrs={FINALIST_OF: of.number, ROLE: role}, skip_if_exists=False)
             trial = self.study.ask()
+            self._asked = len(self.study.trials)
             self.study._storage.set_trial_system_attr(trial._trial_id, WORKER, _worker_id())
             self.space.sample(_OptunaSuggest(trial))  # the enqueued values: the study records them as params
             progress.trial_start(i, trial.number, of.params,
@@ -216,73 +303,142 @@ class OptunaBackend:
             for cb in callbacks:
                 cb.on_trial_end(rec)
 
+    def rung_judge(self, trial: optuna.Trial):
+        """The early-stopping judge of one trial (None without ``search.early_stopping``)."""
+        if self.space.search.early_stopping is None:
+            return None
+        return StudyRungJudge(self.study._storage, self.study._study_id, trial._trial_id, trial.number, self.space)
+
+    def others_running(self) -> bool:
+        """Whether other live workers still run claimed trials of this study."""
+        return self._count()[1] > 0
+
     # ---- the loop -----------------------------------------------------------------------
+    def start(self, callbacks: Sequence[SearchCallback], log) -> None:
+        """Prepare the strategy, recover trials of dead workers and start the callbacks (under
+        the claim lock, so that several workers starting at once find or create one MLflow
+        parent run)."""
+        space = self.space
+        existing = len(self.study.trials)
+        self.artifacts_dir = str(Path(space.search.artifacts) / space.search.study_name)
+        self.strategy = make_strategy(space)
+        self.prepared = self.strategy.prepare(log, self.artifacts_dir)
+        with gate().work(), self.exclusive():  # (lock order: see claim)
+            interrupted = self._recover_interrupted(log)
+            done = self._done()
+            info = {"backend": self.name, "study_name": space.search.study_name, "storage": space.search.storage,
+                    "resumed": existing > 0, "interrupted": interrupted, "done": done,
+                    "strategy": self.strategy.name, "front_accuracy": self.strategy.front_accuracy,
+                    "prepared": self.prepared}
+            if existing:
+                log(f"resuming study '{space.search.study_name}' from {space.search.storage}: "
+                    f"{done}/{space.search.n_trials} trials finished")
+            records = self.records()
+            if isinstance(log, Progress):
+                log.begin(space, records)
+            for cb in callbacks:
+                cb.on_search_start(space, records, info)
+
     def run(self, callbacks: Sequence[SearchCallback] = (), progress: Optional[Progress] = None) -> SearchResult:
         space = self.space
         progress = progress or Progress(space.search.n_trials)
         log = progress
-        existing = len(self.study.trials)
-        interrupted = self._recover_interrupted(log)
-        done = self._done()
-        info = {"backend": self.name, "study_name": space.search.study_name, "storage": space.search.storage,
-                "resumed": existing > 0, "interrupted": interrupted, "done": done}
-        if existing:
-            log(f"resuming study '{space.search.study_name}' from {space.search.storage}: "
-                f"{done}/{space.search.n_trials} trials finished")
-        records = self.records()
-        progress.begin(space, records)
-        artifacts = str(Path(space.search.artifacts) / space.search.study_name)
-        strategy = make_strategy(space)
-        info["strategy"] = strategy.name
-        info["front_accuracy"] = strategy.front_accuracy
-        info["prepared"] = strategy.prepare(log, artifacts)
-        for cb in callbacks:
-            cb.on_search_start(space, records, info)
-        dupes = 0
-        t_start = time.monotonic()
-        while done < space.search.n_trials:
-            if space.search.timeout_s and time.monotonic() - t_start >= space.search.timeout_s:
-                log(f"search.timeout_s = {space.search.timeout_s:g} s reached after {done} trials: no new trials")
+        self.start(callbacks, log)
+        artifacts = self.artifacts_dir
+        waiting = False
+        t_search = time.monotonic()
+        while True:
+            if space.search.timeout_s and time.monotonic() - t_search >= space.search.timeout_s:
+                log(f"search.timeout_s = {space.search.timeout_s:g} s reached after {self._done()} trials: "
+                    "no new trials")
                 break
-            trial = self.study.ask()
-            self.study._storage.set_trial_system_attr(trial._trial_id, WORKER, _worker_id())
-            try:
-                params = space.sample(_OptunaSuggest(trial))
-            except Exception as e:  # a sampler problem: record and go on
-                rec = TrialRecord(number=trial.number, status="failed", reason=f"sampling failed: {e}")
-                params = {}
-            else:
-                rec = None
-            twin = self._twin(params) if rec is None else None
-            if twin is not None:  # the sampler proposed a candidate already measured: reuse, don't count
-                self._tell_duplicate(trial, twin, params)
-                dupes += 1
-                if dupes >= MAX_DUPLICATES:
-                    log(f"the sampler proposed {dupes} already-tried candidates in a row: "
-                        "the space looks exhausted, stopping early")
-                    break
-                continue
-            dupes = 0
-            progress.trial_start(done, trial.number, params)
-            for cb in callbacks:
-                cb.on_trial_start(trial.number, params)
+            trial, params, rec, why = self.claim(log)
+            if trial is None:
+                if why == "claimed":  # stay: a worker that dies leaves its trial for us to run again
+                    if not waiting:
+                        log("the remaining trials are claimed by other workers; waiting for them to finish")
+                    waiting = True
+                    time.sleep(CLAIM_POLL_S)
+                    continue
+                break
+            waiting = False
+            t_start = time.perf_counter()
+            with gate().work():
+                progress.trial_start(self._done(), trial.number, params)
+                for cb in callbacks:
+                    cb.on_trial_start(trial.number, params)
             if rec is None:
-                rec = strategy.run_trial(params, trial.number, artifacts_dir=artifacts, log=log,
-                                         progress=progress.training)
-            self._tell(trial, rec)
-            progress.trial_end(rec)
+                judge = self.rung_judge(trial)
+                with gate().work():  # the first trial imports torch and Lightning: seconds of CPU
+                    import autoeff.search.objective  # noqa: F401
+                rec = self.strategy.run_trial(params, trial.number, artifacts_dir=artifacts, log=log,
+                                              progress=progress.training,
+                                              **({"rung_judge": judge} if judge is not None else {}))
+            rec.metrics["trial_wall_s"] = time.perf_counter() - t_start
+            with gate().work():  # bookkeeping is work too: no trial on this machine measures meanwhile
+                self._tell(trial, rec)
+                progress.trial_end(rec)
+                for cb in callbacks:
+                    cb.on_trial_end(rec)
+        return self.finish(callbacks, log)
+
+    def finish(self, callbacks: Sequence[SearchCallback], log, remeasure=None) -> SearchResult:
+        """The front, re-measured, and the callbacks' end, by one worker: not while other
+        workers still run trials, nor while another is already writing it (they return the
+        front as it stands)."""
+        storage = self.study._storage
+        with self.exclusive():
+            busy = storage.get_study_system_attrs(self.study._study_id).get(FINALIZING) or ""
+            skip = self.others_running() or (busy and busy != _worker_id() and _alive(busy))
+            if not skip:
+                storage.set_study_system_attr(self.study._study_id, FINALIZING, _worker_id())
+        if skip:
+            log("another worker of this study writes the front")
+            from ..runner import front_of
+
+            records = self.records()
+            return SearchResult(self.space, records, front_of(self.space, records), {})
+        try:
+            progress = log if isinstance(log, Progress) else Progress(self.space.search.n_trials)
+            self._run_finalists(self.strategy, callbacks, progress, self.artifacts_dir)
+            records = self.records()
+            result = finalize(self.space, records, log, self._save_remeasured, remeasure=remeasure)
+            result.summary.update(self.prepared)
+            result.summary.update(self.strategy.summary(records))
+            dashboard_note(self.study, self.space, result)
             for cb in callbacks:
-                cb.on_trial_end(rec)
-            done += 1
-        self._run_finalists(strategy, callbacks, progress, artifacts)
-        records = self.records()
-        result = finalize(space, records, log, self._save_remeasured)
-        result.summary.update(info["prepared"])
-        result.summary.update(strategy.summary(records))
-        dashboard_note(self.study, space, result)
-        for cb in callbacks:
-            cb.on_search_end(space, result.front, result.records, result.summary)
+                cb.on_search_end(self.space, result.front, result.records, result.summary)
+        finally:
+            storage.set_study_system_attr(self.study._study_id, FINALIZING, "")
         return result
+
+
+class StudyRungJudge:
+    """The early-stopping judge of one trial, over the study's storage: at rung ``i`` it stores
+    the trial's point (``autoeff.rung.<i>``), reads the points every other trial stored at that
+    rung (any process, any machine sharing the storage; interrupted trials and re-proposals left
+    out) and applies :func:`autoeff.search.multifidelity.decide`. A Ray worker builds one over
+    its own connection to the storage."""
+
+    def __init__(self, storage: Any, study_id: int, trial_id: int, number: int, space: Space):
+        self.storage, self.study_id, self.trial_id, self.number = storage, study_id, trial_id, number
+        self.directions = space.directions
+        self.eta = space.search.early_stopping.eta
+        names = space.objective_names
+        self.seed_column = names.index("accuracy") if "accuracy" in names else 0
+
+    def __call__(self, rung: int, step: int, point: List[float]) -> Optional[str]:
+        key = f"{RUNG}{rung}"
+        self.storage.set_trial_user_attr(self.trial_id, key, [float(v) for v in point])
+        recorded = []
+        for ft in self.storage.get_all_trials(self.study_id, deepcopy=False):
+            if ft.number == self.number or key not in ft.user_attrs or ft.system_attrs.get(INTERRUPTED):
+                continue
+            if (ft.user_attrs.get(RECORD) or {}).get("status") == "duplicate":
+                continue
+            recorded.append(ft.user_attrs[key])
+        d = decide(point, recorded, self.directions, self.eta, self.seed_column)
+        return None if d.keep else d.reason(self.eta)
 
 
 def dashboard_note(study: optuna.Study, space: Space, result: SearchResult) -> bool:
@@ -347,7 +503,7 @@ def study_records(study: optuna.Study) -> List[TrialRecord]:
             rec = TrialRecord(number=ft.number, status="running", params=dict(ft.params))
         if ft.state == TrialState.FAIL and not raw:
             rec.status, rec.reason = "failed", ft.user_attrs.get("autoeff.fail_reason", "failed")
-        if ft.user_attrs.get("autoeff.interrupted") or ft.system_attrs.get("autoeff.interrupted"):
+        if ft.user_attrs.get(INTERRUPTED) or ft.system_attrs.get(INTERRUPTED):
             rec.status, rec.reason = "interrupted", "the search process was killed during this trial"
         if str(ft.number) in remeasured:
             upd = remeasured[str(ft.number)]

@@ -1,0 +1,33 @@
+"""Where a model was measured: host name, CPU model, GPU model (recorded with every trial, so
+that fronts measured on a cluster of different machines can be checked for like with like)."""
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import socket
+from typing import Dict
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: str = "cpu") -> Dict[str, str]:
+    """``{"host", "cpu", "cpus", "gpu"}``; ``gpu`` is the CUDA device's name when measuring on
+    CUDA, else empty."""
+    gpu = ""
+    if device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(torch.device(device))
+    return {"host": socket.gethostname(), "cpu": _cpu_model(), "cpus": str(os.cpu_count() or 0), "gpu": gpu}

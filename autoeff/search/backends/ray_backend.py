@@ -1,0 +1,382 @@
+"""Ray Tune backend: the same space, study, trial and MLflow structure, on one machine or a cluster.
+
+How it maps onto Tune, and the traps it handles:
+
+- **The searcher is the Optuna study.** ``_StudySearcher`` (a Tune ``Searcher``) claims each
+  trial from the same multi-objective study, with the same sampler and seed, through the Optuna
+  backend's ``claim``/``tell`` (twins of tried candidates, constraints, PRUNED for early-stopped
+  trials, interrupted trials re-run). Tune's own ``OptunaSearch`` is not used: it tells Optuna
+  without constraints, turns a trial without values into PRUNED, keeps its own copy of the study
+  in Tune's checkpoints, and knows nothing of re-proposals or the claim lock that keeps several
+  workers to exactly ``n_trials``. The objective names and directions go to the searcher
+  (``metric``/``mode`` lists), never to ``TuneConfig``, which would make the search single-objective.
+- **One report per trial.** The trainable calls :func:`autoeff.search.objective.run_trial` (the
+  function the Optuna backend calls) and reports once, at the end: the record as JSON plus every
+  objective (NaN where a failed or pruned trial has none), so Tune's strict metric checking is
+  satisfied without switching it off. Rung decisions do not go through Tune (its schedulers
+  assume one metric and stop a trial from outside, leaving partial values): the trial asks the
+  study's rung judge itself (:class:`.optuna_backend.StudyRungJudge`, over the worker's own
+  connection to the storage) and records itself ``pruned``; the driver tells Optuna PRUNED.
+- **Resources from the space file**: ``search.ray.cpus_per_trial`` / ``gpus_per_trial`` plus the
+  custom resources in ``deploy.resources`` (pin measurements to one kind of node); each trial pins
+  torch's thread count to its CPUs (Ray sets ``OMP_NUM_THREADS=1`` in workers). Trials on one node
+  measure inside the machine's measurement gate, like separate processes do.
+- **Paths**: the storage URL and artifacts folder are made absolute and the workers keep the
+  driver's working directory (``RAY_CHDIR_TO_TRIAL_DIR=0``), so every worker writes the same
+  stores; on a cluster they must be a database server and a shared folder (see README).
+- ``reuse_actors``: a worker process runs trial after trial, paying the torch/Lightning import once.
+- **Local by default**: ``ray.init`` with the machine's CPUs (or ``search.ray.num_cpus``), no
+  dashboard, a small object store, Ray's session folder under the run folder; Ray's processes
+  share the driver's fate, and ``ray.shutdown`` runs on every exit. ``search.ray.address``
+  (``--ray-address``) joins an existing cluster instead (left running at the end).
+- **Resume**: re-run the same command. The Optuna study is the one source of truth: finished
+  trials are kept, the killed driver's running trials are marked interrupted and run again.
+  ``Tuner.restore`` is not used: it would replay Tune's own snapshot of the experiment, which
+  lags the study (it is written every few seconds, the study at every tell), so a restored run
+  could re-run trials the study already has or resurrect ones the study already failed, and it
+  cannot serve several drivers or an Optuna-backend worker on the same study.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from ...isolation import gate
+from ..record import TrialRecord
+from ..runner import Progress, SearchCallback, SearchResult
+from ..space import Space
+from .optuna_backend import CLAIM_POLL_S, OptunaBackend, StudyRungJudge
+
+RECORD_KEY = "autoeff_record"
+_MAX_TEMP_DIR = 40  # Ray's socket paths (<temp>/session_<date>_<pid>/sockets/plasma_store) must fit 107 bytes
+
+
+def _abs_sqlite(url: str) -> str:
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        rest = url[len("sqlite:///"):]
+        path, q, query = rest.partition("?")
+        if path and path != ":memory:":
+            return "sqlite:///" + str(Path(path).expanduser().resolve()) + (q + query)
+    return url
+
+
+def _temp_dir(space: Space) -> str:
+    r = space.search.ray
+    if r.temp_dir:
+        return str(Path(r.temp_dir).expanduser().resolve())
+    d = Path(space.search.artifacts).expanduser().resolve() / "ray"
+    if len(str(d)) <= _MAX_TEMP_DIR:
+        return str(d)
+    key = hashlib.sha1(str(d).encode()).hexdigest()[:8]
+    return str(Path(tempfile.gettempdir()) / f"autoeff-ray-{key}")
+
+
+# ---- the worker side ---------------------------------------------------------------------
+_STORAGES: Dict[str, Any] = {}
+
+
+def _worker_storage(url: str):
+    import optuna
+
+    if url not in _STORAGES:
+        _STORAGES[url] = optuna.storages.RDBStorage(url, skip_compatibility_check=True, skip_table_creation=True)
+    return _STORAGES[url]
+
+
+def _ray_trial(config: Dict[str, Any], space: Space = None, storage: str = "", artifacts: str = "") -> None:
+    """One trial in a Ray worker: pin torch's threads to the trial's CPUs, run the shared
+    objective (rung decisions against the study), report the record once."""
+    import ray
+    from ray import tune
+
+    with gate().work():  # the first trial of a worker imports torch and Lightning: seconds of CPU
+        import torch
+
+        from ..objective import run_trial
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    torch.set_num_threads(max(1, int(cpus)))  # Ray sets OMP_NUM_THREADS=1; a trial uses the CPUs it holds
+    judge = None
+    if space.search.early_stopping is not None:
+        judge = StudyRungJudge(_worker_storage(storage), config["study_id"], config["trial_id"], config["number"],
+                               space)
+    rec = run_trial(space, config["params"], config["number"], artifacts_dir=artifacts, rung_judge=judge)
+    rec.metrics["threads_train"] = float(torch.get_num_threads())
+    values = dict(zip(space.objective_names, rec.values or []))
+    report = {name: float(values.get(name, math.nan)) for name in space.objective_names}
+    report[RECORD_KEY] = json.dumps(rec.to_json(), default=float)
+    tune.report(report)
+
+
+def _remote_remeasure(space: Space, rec: TrialRecord) -> TrialRecord:
+    from ..objective import remeasure
+
+    return remeasure(space, rec)
+
+
+# ---- the driver side ---------------------------------------------------------------------
+def _searcher_class():
+    from ray.tune.search import Searcher
+
+    class _StudySearcher(Searcher):
+        """Tune's searcher over the Optuna study (see the module docstring)."""
+
+        def __init__(self, backend: "RayBackend", callbacks: Sequence[SearchCallback], progress: Progress):
+            space = backend.space
+            super().__init__(metric=list(space.objective_names),
+                             mode=["max" if d == "maximize" else "min" for d in space.directions])
+            self.backend, self.callbacks, self.progress = backend, list(callbacks), progress
+            self.pending: Dict[str, Any] = {}  # Tune trial id -> (optuna trial, started at)
+            self._next_poll = 0.0
+
+        def suggest(self, trial_id: str):
+            b = self.backend
+            while True:
+                if time.monotonic() < self._next_poll:
+                    return None
+                trial, params, rec, why = b.claim(self.progress)
+                if trial is None:
+                    if why == "claimed":
+                        mine = len(self.pending)
+                        if mine and mine >= b._count()[1]:
+                            return Searcher.FINISHED  # every claimed trial left is one of ours
+                        self._next_poll = time.monotonic() + CLAIM_POLL_S  # other workers hold the rest
+                        return None
+                    return Searcher.FINISHED
+                with gate().work():
+                    self.progress.trial_start(b._done(), trial.number, params)
+                    for cb in self.callbacks:
+                        cb.on_trial_start(trial.number, params)
+                if rec is not None:  # sampling failed: nothing to run
+                    self._finish(trial, rec, time.perf_counter())
+                    continue
+                self.pending[trial_id] = (trial, time.perf_counter())
+                return {"number": trial.number, "trial_id": trial._trial_id, "study_id": b.study._study_id,
+                        "params": params}
+
+        def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None, error: bool = False) -> None:
+            if trial_id not in self.pending:
+                return
+            trial, t0 = self.pending.pop(trial_id)
+            raw = (result or {}).get(RECORD_KEY)
+            if raw:
+                rec = TrialRecord.from_json(json.loads(raw))
+            else:
+                rec = TrialRecord(number=trial.number, status="failed", params=dict(trial.params),
+                                  reason="the Ray worker running this trial failed before reporting (killed, out of "
+                                         "memory, or its node was lost); see the Ray logs"
+                                         + (" [Tune reported an error]" if error else ""))
+            self._finish(trial, rec, t0)
+
+        def _finish(self, trial, rec: TrialRecord, t0: float) -> None:
+            rec.metrics["trial_wall_s"] = time.perf_counter() - t0
+            with gate().work():  # bookkeeping is work too: no trial on this machine measures meanwhile
+                self.backend._tell(trial, rec)
+                self.progress.trial_end(rec)
+                for cb in self.callbacks:
+                    cb.on_trial_end(rec)
+
+        def __getstate__(self):  # Tune pickles its config (tuner.pkl); the study is the state, not this
+            return {"metric": self._metric, "mode": self._mode}
+
+        def __setstate__(self, state):
+            self._metric, self._mode = state["metric"], state["mode"]
+            self.pending = {}
+
+        def save(self, checkpoint_path: str) -> None:  # the study is the state: nothing to save
+            pass
+
+        def restore(self, checkpoint_path: str) -> None:
+            pass
+
+    return _StudySearcher
+
+
+class RayBackend(OptunaBackend):
+    """Runs the study's trials as Ray Tune trials (see the module docstring)."""
+
+    name = "ray"
+
+    def __init__(self, space: Space):
+        super().__init__(space)
+        s = space.search
+        self.worker_storage = _abs_sqlite(s.storage)
+        self.artifacts = str(Path(s.artifacts).expanduser().resolve() / s.study_name)
+        self._session_dir = ""
+        self._reaper = None
+        self._reaper_pipe: Optional[int] = None
+
+    def _init_ray(self, log) -> bool:
+        """Start a local Ray instance or join the cluster; True if this call connected."""
+        import ray
+
+        if ray.is_initialized():
+            return False
+        r = self.space.search.ray
+        logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # no result files: ok
+        kw: Dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                                  configure_logging=True)
+        if r.address:
+            log(f"joining the Ray cluster at {r.address}")
+            try:
+                ray.init(address=r.address, **kw)
+            except Exception as e:  # unreachable, or token authentication: one clear line, no traceback
+                from ...errors import ConfigError
+
+                first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+                raise ConfigError(
+                    f"cannot join the Ray cluster ({type(e).__name__}: {first[:300]}); is `ray start --head` running "
+                    "there? A cluster with token authentication needs RAY_AUTH_MODE=token and its token "
+                    "(RAY_AUTH_TOKEN or ~/.ray/auth_token) in this shell",
+                    file=self.space.file, key="search.ray.address", value=r.address, has_value=True) from None
+        else:
+            tmp = _temp_dir(self.space)
+            Path(tmp).mkdir(parents=True, exist_ok=True)
+            ray.init(num_cpus=r.num_cpus or None, object_store_memory=r.object_store_mb * 2**20, _temp_dir=tmp, **kw)
+            self._start_reaper()
+            log(f"started a local Ray instance ({int(ray.cluster_resources().get('CPU', 0))} CPUs, "
+                f"session folder {self._session_dir})")
+        return True
+
+    def _start_reaper(self) -> None:
+        """A watcher that ends this instance's processes if the driver dies (see ``_reaper``)."""
+        import subprocess
+        import sys
+
+        import ray
+
+        self._session_dir = ray._private.worker._global_node.get_session_dir_path()
+        read_end, self._reaper_pipe = os.pipe()
+        try:
+            self._reaper = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_reaper.py")), self._session_dir,
+                                             str(os.getpid())],
+                                            stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                            start_new_session=True, close_fds=True)
+        finally:
+            os.close(read_end)
+
+    def _stop_local_ray(self) -> None:
+        """Shut the local instance down, end what it left behind, release the reaper."""
+        import ray
+
+        from ._reaper import end_processes_using
+
+        ray.shutdown()
+        if self._session_dir:
+            end_processes_using(self._session_dir)
+        if self._reaper_pipe is not None:
+            os.close(self._reaper_pipe)
+            self._reaper_pipe = None
+        if self._reaper is not None:
+            try:
+                self._reaper.wait(timeout=10)
+            except Exception:
+                pass
+
+    def _resources(self) -> Dict[str, float]:
+        r = self.space.search.ray
+        deploy = self.space.base.get("deploy") or {}
+        res = {"CPU": float(r.cpus_per_trial), **{str(k): float(v) for k, v in (deploy.get("resources") or {}).items()}}
+        if r.gpus_per_trial:
+            res["GPU"] = float(r.gpus_per_trial)
+        return res
+
+    def _max_concurrent(self, res: Dict[str, float]) -> int:
+        import ray
+
+        if self.space.search.ray.max_concurrent:
+            return self.space.search.ray.max_concurrent
+        total = ray.cluster_resources()
+        fits = [int(total.get(k, 0.0) // v) for k, v in res.items() if v > 0]
+        return max(1, min(fits) if fits else 1)
+
+    def run(self, callbacks: Sequence[SearchCallback] = (), progress: Optional[Progress] = None) -> SearchResult:
+        os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # workers keep the driver's working directory
+        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the study and MLflow are the record
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # Ctrl-C: stop now; the re-run resumes
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "60")
+        space = self.space
+        progress = progress or Progress(space.search.n_trials)
+        log = progress
+        old_term = signal.getsignal(signal.SIGTERM)
+        if old_term in (signal.SIG_DFL, None):  # a terminated driver shuts Ray down on its way out
+            signal.signal(signal.SIGTERM, _raise_interrupt)
+        connected = False
+        try:
+            self.start(callbacks, log)
+            connected = self._init_ray(log)
+            self._tune(callbacks, progress)
+            remeasure = self._remote_remeasure if space.search.ray.address else None
+            return self.finish(callbacks, log, remeasure=remeasure)
+        finally:
+            if connected and self._session_dir:
+                self._stop_local_ray()
+            elif connected:
+                import ray
+
+                ray.shutdown()
+            if old_term in (signal.SIG_DFL, None):
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    def _tune(self, callbacks: Sequence[SearchCallback], progress: Progress) -> None:
+        from ray import tune
+
+        space = self.space
+        res = self._resources()
+        trainable = tune.with_resources(
+            tune.with_parameters(_ray_trial, space=space, storage=self.worker_storage, artifacts=self.artifacts),
+            tune.PlacementGroupFactory([res]))
+        searcher = _searcher_class()(self, callbacks, progress)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, reuse_actors=True,
+                                        max_concurrent_trials=self._max_concurrent(res),
+                                        trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+            run_config=tune.RunConfig(
+                name=f"{space.search.study_name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+                storage_path=str(Path(self.artifacts) / "ray-tune"), verbose=0,
+                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
+        )
+        tuner.fit()
+        for trial, _ in list(searcher.pending.values()):  # should not happen: Tune ended with trials unreported
+            searcher._finish(trial, TrialRecord(number=trial.number, status="failed", params=dict(trial.params),
+                                                reason="Ray Tune ended without a result for this trial"),
+                             time.perf_counter())
+
+    def _remote_remeasure(self, space: Space, rec: TrialRecord) -> TrialRecord:
+        """Re-measure a front candidate on a cluster node of the kind trials ran on (the
+        ``deploy.resources`` kind, when set), not on the driver's machine."""
+        import ray
+
+        res = self._resources()
+        opts: Dict[str, Any] = {"num_cpus": res.pop("CPU"), "num_gpus": res.pop("GPU", 0.0)}
+        if res:
+            opts["resources"] = res
+        fn = ray.remote(_remote_remeasure).options(**opts)
+        return ray.get(fn.remote(space, rec))
+
+
+def _trial_name(trial) -> str:
+    return f"trial-{trial.config.get('number', trial.trial_id)}"
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def ray_available() -> Optional[str]:
+    """None if Ray Tune imports, else why not."""
+    try:
+        import ray.tune  # noqa: F401
+    except Exception as e:  # pragma: no cover - depends on the installation
+        return f"{type(e).__name__}: {e}"
+    return None

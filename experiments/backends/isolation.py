@@ -1,0 +1,108 @@
+"""What the measurement gate buys: latencies timed during a 2-worker search, with the gate on
+and off, against the same model timed alone.
+
+    python experiments/backends/isolation.py             (see README.md)
+    python experiments/backends/isolation.py --smoke
+
+Two `autoeff search` processes share one study; the space fixes the architecture (only the
+learning rate is searched), so every trial times the same model, while the other worker trains
+on every core. Run once with the gate (the default) and once with ``AUTOEFF_MEASURE_GATE=0``;
+the model is timed alone before and after. Writes ``isolation.md`` to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+SPACE = textwrap.dedent("""\
+    name: isolation
+    tasks:
+      - {kind: listops, seq_len: 256, min_len: 64, max_depth: 4, n_train: 512, n_val: 64, n_test: 64}
+    model: {depth: 2, width: 64, heads: 4, dropout: 0.0}
+    attention: {kind: full}
+    train: {max_steps: STEPS, batch_size: 32, warmup_steps: 2, threads: 0}
+    deploy: {batch_size: 1, warmup: 5, repeats: 31, threads: 1}
+    space:
+      train.lr: {type: float, low: 1.0e-3, high: 4.0e-3, log: true}
+    objectives: {accuracy: max, latency_ms: min, peak_memory_mb: min}
+    search: {sampler: random, n_trials: TRIALS, seed: 0, remeasure_front: false}
+""")
+
+
+def autoeff_cmd():
+    exe = Path(sys.executable).parent / "autoeff"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "autoeff.cli"]
+
+
+def alone(space_file) -> float:
+    from autoeff.config import task_spec
+    from autoeff.model import build_model
+    from autoeff.search.objective import architecture_metrics
+    from autoeff.search.space import load_space
+
+    space = load_space(space_file)
+    cfg = space.materialize({"train.lr": 2e-3})
+    specs = [task_spec(t) for t in cfg.tasks]
+    return architecture_metrics(cfg, build_model(cfg, specs), specs, space.objectives)["latency_ms"]
+
+
+def two_workers(space_file: Path, out: Path, gate: bool):
+    tag = "gate-on" if gate else "gate-off"
+    env = dict(os.environ, AUTOEFF_MEASURE_GATE="1" if gate else "0")
+    cmd = autoeff_cmd() + ["search", "--space", str(space_file), "--no-mlflow", "--quiet",
+                           f"search.storage=sqlite:///{out / (tag + '.db')}", f"search.study_name={tag}",
+                           f"search.artifacts={out / 'artifacts'}"]
+    procs = [subprocess.Popen(cmd, cwd=out, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for _ in range(2)]
+    for p in procs:
+        p.wait()
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=tag, storage=f"sqlite:///{out / (tag + '.db')}")
+    return [t.user_attrs["autoeff.record"]["metrics"] for t in study.trials if t.state.name == "COMPLETE"]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--trials", type=int, default=12)
+    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--out", default=str(HERE / "isolation-runs"))
+    p.add_argument("--smoke", action="store_true")
+    a = p.parse_args(argv)
+    if a.smoke:
+        a.trials, a.steps = 4, 10
+        a.out = str(HERE / "isolation-smoke") if a.out == str(HERE / "isolation-runs") else a.out
+    out = Path(a.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for f in out.glob("gate-*.db"):
+        f.unlink()
+    os.environ.setdefault("AUTOEFF_CACHE", str(out / "cache"))
+    space_file = out / "isolation.yaml"
+    space_file.write_text(SPACE.replace("STEPS", str(a.steps)).replace("TRIALS", str(a.trials)))
+    ref = [alone(space_file) for _ in range(5)]
+    runs = {g: two_workers(space_file, out, g) for g in (True, False)}
+    ref += [alone(space_file) for _ in range(5)]
+    base = statistics.median(ref)
+    lines = [f"Model timed alone (10 measurements, median of 31 passes each): median {base:.3f} ms", "",
+             "| gate | trials | median latency ms | ratio to alone | worst trial ratio | measurements that waited for a step |",
+             "|---|---|---|---|---|---|"]
+    for g, recs in runs.items():
+        lat = [m["latency_ms"] for m in recs]
+        med = statistics.median(lat)
+        lines.append(f"| {'on' if g else 'off'} | {len(recs)} | {med:.3f} | {med / base:.2f} | {max(lat) / base:.2f} | "
+                     f"{int(sum(m.get('measure_contended', 0) for m in recs))} |")
+    (out / "isolation.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Multi-objective early stopping under the Optuna backend: stopped trials are recorded pruned
+(Optuna state PRUNED, no values), keep their rung figures under their own names, never enter
+the front, and their MLflow runs say why they stopped."""
+import pytest
+
+from autoeff.api import run_search
+
+pytestmark = pytest.mark.slow
+
+
+def overrides(tmp_path, *extra):
+    return ["search.n_trials=6", "search.sampler=random", "train.max_steps=12",
+            f"search.storage=sqlite:///{tmp_path}/study.db", f"search.mlflow_uri=sqlite:///{tmp_path}/mlflow.db",
+            f"search.artifacts={tmp_path}/art", *extra]
+
+
+def test_early_stopping_prunes_records_and_explains(tmp_path, repo):
+    # eta = 100: only the point ranked first at a rung goes on, i.e. a trial continues only if no
+    # trial before it reached that rung with a higher accuracy (ties go to the earlier trial); this
+    # depends on accuracies alone, not on timing noise
+    res = run_search(str(repo / "search_spaces" / "smoke.yaml"),
+                     overrides(tmp_path, "search.early_stopping={rungs: [0.34, 0.67], eta: 100}"), quiet=True)
+    pruned = [r for r in res.records if r.status == "pruned"]
+    complete = [r for r in res.records if r.status == "complete"]
+    assert len(res.records) == 6 and pruned and complete and len(pruned) + len(complete) == 6
+    assert res.summary["n_pruned"] == len(pruned)
+    for r in pruned:
+        k = int(r.metrics["stopped_at_rung"])
+        assert r.reason.startswith(f"stopped at rung {k} (step {[4, 8][k - 1]} of 12") and "non-dominated" in r.reason
+        assert "accuracy" not in r.metrics and "test_accuracy" not in r.metrics and r.values is None
+        assert f"rung_accuracy.{k}" in r.metrics and r.metrics["train_steps"] == [4, 8][k - 1]
+        assert not r.checkpoint and not r.pareto
+    for r in complete:
+        assert r.metrics["rung_steps.1"] == 4 and r.metrics["rung_steps.2"] == 8 and r.metrics["train_steps"] == 12
+        assert 0 <= r.metrics["rung_accuracy.2"] <= 1 and "accuracy" in r.metrics
+    assert {r.number for r in res.front} <= {r.number for r in complete}
+    first = min(res.records, key=lambda r: r.number)
+    assert first.status == "complete"  # the first trial at every rung goes on
+
+    import optuna
+
+    study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{tmp_path}/study.db")
+    states = {t.number: t for t in study.trials}
+    for r in pruned:
+        t = states[r.number]
+        assert t.state == optuna.trial.TrialState.PRUNED and t.values is None
+        assert t.user_attrs[f"autoeff.rung.{int(r.metrics['stopped_at_rung'])}"][0] == r.metrics[
+            f"rung_accuracy.{int(r.metrics['stopped_at_rung'])}"]
+    assert all(states[r.number].state == optuna.trial.TrialState.COMPLETE for r in complete)
+
+    from autoeff.tracking import read_search
+
+    store = read_search(f"sqlite:///{tmp_path}/mlflow.db", "smoke")
+    runs = {int(t.data.tags["autoeff.trial"]): t for t in store["trials"]}
+    assert set(runs) == {r.number for r in res.records}
+    for r in pruned:
+        run = runs[r.number]
+        assert run.data.tags["status"] == "pruned" and run.info.status == "FINISHED"
+        assert run.data.tags["reason"] == r.reason and "accuracy" not in run.data.metrics
+        assert run.data.metrics["stopped_at_rung"] == r.metrics["stopped_at_rung"]
+        assert run.data.tags.get("pareto") != "true"
+        assert run.data.tags["measured_on.host"] and run.data.tags["measured_on.cpu"]
+    assert store["parents"][0].data.metrics["n_pruned"] == len(pruned)

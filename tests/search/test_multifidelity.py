@@ -1,0 +1,113 @@
+"""The multi-objective early-stopping rule on hand-made fronts (no training, no backend)."""
+import pytest
+
+from autoeff.search.multifidelity import (EarlyStopping, check_early_stopping, decide, nondominated_fronts,
+                                          priority_order, rung_steps)
+
+ACC_LAT_MEM = ["maximize", "minimize", "minimize"]
+
+
+def test_nondominated_fronts_peel_layers():
+    pts = [
+        [0.9, 10.0, 5.0],  # front 0
+        [0.5, 1.0, 1.0],  # front 0 (fast and small)
+        [0.8, 11.0, 6.0],  # dominated by the first only -> front 1
+        [0.4, 2.0, 2.0],  # dominated by the second only -> front 1
+        [0.3, 12.0, 7.0],  # dominated by the first and third -> front 2
+    ]
+    assert nondominated_fronts(pts, ACC_LAT_MEM).tolist() == [0, 0, 1, 1, 2]
+    # identical points dominate neither each other
+    assert nondominated_fronts([[0.5, 1, 1], [0.5, 1, 1]], ACC_LAT_MEM).tolist() == [0, 0]
+
+
+def test_priority_order_fronts_first_then_spread_from_best_accuracy():
+    pts = [
+        [0.60, 5.0, 1.0],  # 0: middle of the front
+        [0.90, 9.0, 1.0],  # 1: most accurate -> first
+        [0.30, 1.0, 1.0],  # 2: fastest: farthest from the most accurate -> second
+        [0.58, 5.5, 1.0],  # 3: dominated by 0 -> after the whole front
+        [0.62, 5.2, 1.0],  # 4: on the front, close to 0
+    ]
+    order = priority_order(pts, ACC_LAT_MEM, seed_column=0)
+    assert order[:2] == [1, 2]
+    assert set(order[2:4]) == {0, 4}  # the rest of front 0 ...
+    assert order[4] == 3  # ... before front 1
+
+
+def test_priority_order_respects_directions():
+    # the same numbers read as "minimize everything": the least accurate is now the best
+    pts = [[0.9, 1.0], [0.1, 1.0]]
+    assert priority_order(pts, ["maximize", "minimize"])[0] == 0
+    assert priority_order(pts, ["minimize", "minimize"])[0] == 1
+
+
+def test_first_trial_at_a_rung_continues():
+    d = decide([0.1, 50.0, 9.0], [], ACC_LAT_MEM, eta=3)
+    assert d.keep and d.position == 0 and d.population == 1 and d.allowed == 1
+
+
+def test_dominated_point_stops_and_says_why():
+    recorded = [[0.5, 2.0, 1.0], [0.6, 3.0, 1.0]]
+    d = decide([0.4, 4.0, 2.0], recorded, ACC_LAT_MEM, eta=3)
+    assert not d.keep and d.dominated_by == 2 and d.front == 1 and d.position == 2
+    text = d.reason(3)
+    assert "ranked 3 of 3" in text and "dominated by 2" in text and "best 1 (1/3)" in text
+
+
+def test_best_one_over_eta_continue():
+    # a chain where each point dominates the next: positions follow accuracy
+    recorded = [[0.9 - 0.1 * i, 1.0 + i, 1.0 + i] for i in range(8)]  # 9 points with the new one
+    keep = [decide([0.95 - 0.1 * k, 0.5 + k, 0.5 + k], recorded, ACC_LAT_MEM, eta=3) for k in range(9)]
+    # the candidate at k lands at position k (it sits just above recorded[k])
+    assert [d.position for d in keep] == list(range(9))
+    assert [d.keep for d in keep] == [True, True, True] + [False] * 6  # 9 / 3 = 3 continue
+    assert all(d.allowed == 3 for d in keep)
+    # with eta = 2, ceil(9 / 2) = 5 continue
+    assert [decide([0.95 - 0.1 * k, 0.5 + k, 0.5 + k], recorded, ACC_LAT_MEM, eta=2).keep
+            for k in range(9)] == [True] * 5 + [False] * 4
+
+
+def test_a_non_dominated_point_can_still_stop_when_the_front_is_crowded():
+    # six mutually non-dominated points; the newcomer sits between two neighbours
+    recorded = [[0.9, 10.0, 1.0], [0.1, 1.0, 1.0], [0.5, 5.0, 1.0], [0.3, 3.0, 1.0], [0.7, 7.0, 1.0]]
+    d = decide([0.52, 5.2, 1.0], recorded, ACC_LAT_MEM, eta=3)
+    assert d.front == 0 and d.dominated_by == 0
+    assert not d.keep and d.allowed == 2  # the two ends of the front go first
+    assert "outside the best spread" in d.reason(3)
+
+
+def test_rung_steps_and_default_ladder():
+    assert rung_steps(90, EarlyStopping(eta=3)) == [10, 30]  # 1/9 and 1/3
+    assert rung_steps(12, EarlyStopping(rungs=[0.25, 0.5], eta=2)) == [3, 6]
+    assert rung_steps(4, EarlyStopping(rungs=[0.01, 0.02, 0.99], eta=3)) == [1]  # distinct, >= 1, < budget
+
+
+@pytest.mark.parametrize("es, objectives, key", [
+    (EarlyStopping(eta=1.0), ["accuracy"], "search.early_stopping.eta"),
+    (EarlyStopping(rungs=[0.5, 0.2]), ["accuracy"], "search.early_stopping.rungs[1]"),
+    (EarlyStopping(rungs=[1.0]), ["accuracy"], "search.early_stopping.rungs[0]"),
+    (EarlyStopping(), ["latency_ms", "peak_memory_mb"], "search.early_stopping"),
+])
+def test_bad_settings_name_the_key(es, objectives, key):
+    assert check_early_stopping(es, objectives)[0] == key
+    assert check_early_stopping(EarlyStopping(rungs=[0.1, 0.3]), ["accuracy", "latency_ms"]) is None
+
+
+def test_space_file_errors_are_one_line(tmp_path, repo):
+    from autoeff.errors import ConfigError
+    from autoeff.search.space import load_space
+
+    smoke = str(repo / "search_spaces" / "smoke.yaml")
+    with pytest.raises(ConfigError) as e:
+        load_space(smoke, ["search.early_stopping.rungs=[0.5,2]"], check=False)
+    assert "search.early_stopping.rungs[1]" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        load_space(smoke, ["search.backend=dask"], check=False)
+    assert "ray" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        load_space(smoke, ["deploy.resources={CPU: 1}"], check=False)
+    assert "deploy.resources.CPU" in str(e.value)
+    space = load_space(smoke, ["search.early_stopping.eta=4", "search.backend=ray", "search.ray.cpus_per_trial=2"],
+                       check=False)
+    assert space.search.early_stopping.eta == 4 and space.search.ray.cpus_per_trial == 2.0
+    assert load_space(smoke, check=False).search.early_stopping is None  # off unless set
