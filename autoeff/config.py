@@ -295,6 +295,9 @@ class OneShotConfig:
     finalists: int = 4  # top-k of the proxy front trained as real (standalone) trials
     finalist_init: str = field(default="finetune", metadata={"choices": FINALIST_INITS})
     finalist_steps: int = 0  # finalists' training steps (0 = train.max_steps)
+    #: finalists' peak learning rate (0 = train.lr); a fine-tune from inherited weights may want a
+    #: lower one, so as not to wash out what the supernet learned
+    finalist_lr: float = field(default=0.0, metadata={"min": 0.0})
     #: how well the proxy ranks: this many more proxy candidates, spread over the families and
     #: the proxy accuracies, trained from scratch as standalone trials; the Kendall tau between
     #: their proxy and real accuracies is logged (0 = off; then only the finalists' tau)

@@ -47,3 +47,24 @@ def smoke_store(tmp_path_factory):
     return {"dir": d, "space": space, "stdout": r.stdout, "stderr": r.stderr, "cmd": cmd,
             "mlflow_uri": f"sqlite:///{d / 'mlflow.db'}", "storage": f"sqlite:///{d / 'autoeff.db'}",
             "experiment": "smoke"}
+
+
+def _trial_states(db):
+    """The state of every trial in an Optuna sqlite store ([] while it does not exist or is locked)."""
+    import sqlite3
+
+    if not Path(db).exists():
+        return []
+    try:
+        con = sqlite3.connect(db, timeout=1)
+        rows = con.execute("select state from trials").fetchall()
+        con.close()
+        return [r[0] for r in rows]
+    except sqlite3.Error:
+        return []
+
+
+@pytest.fixture
+def trial_states():
+    """``trial_states(db)``: the states of a study's trials, read while a search writes them."""
+    return _trial_states

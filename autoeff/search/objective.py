@@ -152,7 +152,7 @@ def run_trial(space: Space, params: Mapping[str, Any], number: int, *, artifacts
         rec.machine = machine_info(cfg.deploy.device)
         if measure_architecture(space, cfg, deployed, specs, rec):
             with gate().work():
-                data = [load_task(t, cfg.data_dir) for t in cfg.tasks]
+                data = [load_task(t, cfg.data_dir, log) for t in cfg.tasks]
             del deployed
             rungs, on_rung, stop = _early_stopping(space, cfg, dict(rec.metrics), rung_judge)
             rec.metrics.update(train_and_evaluate(model, data, cfg, progress=progress, rungs=rungs, on_rung=on_rung,

@@ -261,7 +261,7 @@ class OneShot(Strategy):
         path = Path(artifacts_dir) / f"supernet-{self.fingerprint()}.pt"
         corners = self.corners()
         self.supernet = SuperNet(corners, self.specs, seed=self.os.seed)
-        self.data = [load_task(t, self.base.data_dir) for t in self.base.tasks]
+        self.data = [load_task(t, self.base.data_dir, log) for t in self.base.tasks]
         n_params = sum(p.numel() for p in self.supernet.parameters())
         if path.exists():
             blob = torch.load(path, weights_only=True)
@@ -400,12 +400,18 @@ class OneShot(Strategy):
 
     def run_finalist(self, of: TrialRecord, role: str, number: int, *, artifacts_dir: str, log: Log,
                      progress=None) -> TrialRecord:
-        """A finalist (fine-tuned or from scratch, for ``oneshot.finalist_steps``), or a rank-check
+        """A finalist (fine-tuned or from scratch, for ``oneshot.finalist_steps`` at
+        ``oneshot.finalist_lr``), or a rank-check
         candidate (from scratch, for ``train.max_steps``: standalone-trained accuracy)."""
         from .objective import run_trial
 
         finalist = role == "finalist"
-        overrides = {"train": {"max_steps": self.os.finalist_steps}} if finalist and self.os.finalist_steps else None
+        train: Dict[str, Any] = {}
+        if finalist and self.os.finalist_steps:
+            train["max_steps"] = self.os.finalist_steps
+        if finalist and self.os.finalist_lr > 0:
+            train["lr"] = self.os.finalist_lr
+        overrides = {"train": train} if train else None
         init = None
         if finalist and self.os.finalist_init == "finetune":
             init = self.supernet.extract(self.space.materialize(of.params)).state_dict()

@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from typing import List, Type
+import time
+from typing import Callable, List, Optional, Type
 
 import torch
 
@@ -40,8 +41,10 @@ def list_tasks() -> List[str]:
     return _REGISTRY.names()
 
 
-def load_task(task_cfg, data_dir: str = "") -> TaskData:
-    """Build (or load from the on-disk cache) the splits of a configured task."""
+def load_task(task_cfg, data_dir: str = "", say: Optional[Callable[[str], None]] = None) -> TaskData:
+    """Build (or load from the on-disk cache) the splits of a configured task. Generating a
+    long task can take minutes on first use: ``say`` (e.g. a search's progress) hears when it
+    starts and how long it took."""
     cls = get_task(task_cfg.kind)
     opts = task_cfg.options_typed()
     spec = task_spec(task_cfg)
@@ -55,7 +58,13 @@ def load_task(task_cfg, data_dir: str = "") -> TaskData:
             return TaskData(spec, {s: Split(*blob[s]) for s in SPLITS})
         except Exception as e:  # a corrupt cache file is rebuilt, never trusted
             log.warning("ignoring unreadable task cache %s (%s)", path, e)
+    t0 = time.perf_counter()
+    if say is not None:
+        say(f"generating task {spec.name} ({cls.kind}, {spec.seq_len} positions): first use on this machine, "
+            f"cached afterwards at {path.parent}")
     splits = cls.build(opts)
+    if say is not None:
+        say(f"    task {spec.name} generated in {time.perf_counter() - t0:.0f} s")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)

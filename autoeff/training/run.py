@@ -154,7 +154,7 @@ def train_config(cfg: RunConfig, out_dir: str, *, log: Callable[[str], None] = p
     out.mkdir(parents=True, exist_ok=True)
     specs = [task_spec(t) for t in cfg.tasks]
     log(f"loading {len(cfg.tasks)} task(s): {', '.join(s.name for s in specs)}")
-    data = [load_task(t, cfg.data_dir) for t in cfg.tasks]
+    data = [load_task(t, cfg.data_dir, log) for t in cfg.tasks]
     model = build_model(cfg, specs)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"training {cfg.attention.kind} encoder ({n_params:,} parameters) for {cfg.train.max_steps} steps")

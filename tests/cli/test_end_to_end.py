@@ -1,6 +1,7 @@
 """The real CLI on the smoke space: search -> MLflow store -> pareto -> export -> train -> reload."""
 import json
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -23,10 +24,18 @@ def run(cmd, cwd, timeout=600):
     return r
 
 
-def test_search_mlflow_export_train_roundtrip(tmp_path, repo, autoeff_cmd):
-    space = str(repo / "search_spaces" / "smoke.yaml")
-    r = run(autoeff_cmd + ["search", "--space", space], tmp_path)
-    assert "Pareto front" in r.stdout and "trial" in r.stderr  # progress lines on stderr
+def test_search_mlflow_export_train_roundtrip(tmp_path, repo, autoeff_cmd, smoke_store):
+    # the session's finished smoke search (`autoeff search --space search_spaces/smoke.yaml`),
+    # copied: this test writes next to its stores, the other readers of smoke_store never see it
+    space = smoke_store["space"]
+    assert "Pareto front" in smoke_store["stdout"] and "trial" in smoke_store["stderr"]  # progress on stderr
+    shutil.copytree(smoke_store["dir"], tmp_path, dirs_exist_ok=True)
+    con = sqlite3.connect(tmp_path / "mlflow.db")  # the copy's artifacts are its own
+    src, dst = str(smoke_store["dir"]), str(tmp_path)
+    con.execute("update experiments set artifact_location = replace(artifact_location, ?, ?)", (src, dst))
+    con.execute("update runs set artifact_uri = replace(artifact_uri, ?, ?)", (src, dst))
+    con.commit()
+    con.close()
 
     from autoeff.tracking import read_search
 
@@ -92,19 +101,7 @@ def test_search_mlflow_export_train_roundtrip(tmp_path, repo, autoeff_cmd):
     assert "full" in r.stdout and "linformer" in r.stdout
 
 
-def _states(db):
-    if not db.exists():
-        return []
-    try:
-        con = sqlite3.connect(db, timeout=1)
-        rows = con.execute("select state from trials").fetchall()
-        con.close()
-        return [r[0] for r in rows]
-    except sqlite3.Error:
-        return []
-
-
-def test_killed_search_resumes_without_loss_or_duplicates(tmp_path, repo, autoeff_cmd):
+def test_killed_search_resumes_without_loss_or_duplicates(tmp_path, repo, autoeff_cmd, trial_states):
     space = str(repo / "search_spaces" / "smoke.yaml")
     args = autoeff_cmd + ["search", "--space", space, "search.n_trials=4", "train.max_steps=60", "search.sampler=random"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -112,7 +109,7 @@ def test_killed_search_resumes_without_loss_or_duplicates(tmp_path, repo, autoef
     deadline = time.time() + 300
     killed = False
     while time.time() < deadline and proc.poll() is None:
-        st = _states(db)
+        st = trial_states(db)
         if st.count("COMPLETE") >= 1 and st and st[-1] == "RUNNING":
             time.sleep(1.0)  # well inside the running trial
             proc.send_signal(signal.SIGKILL)

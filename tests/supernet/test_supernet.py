@@ -113,3 +113,24 @@ def test_a_subnet_outside_the_space_is_refused(supernet):
         supernet.extract(cfg(4, 32, 2, 2.0, {"kind": "full"}))
     with pytest.raises(ValueError, match="larger than the supernet"):  # a rank above the space's largest
         supernet.extract(cfg(1, 16, 2, 2.0, {"kind": "linformer", "linformer": {"rank": 32}}))
+
+
+@pytest.mark.parametrize("lr,steps,expected", [(1.0e-3, 7, {"train": {"max_steps": 7, "lr": 1.0e-3}}),
+                                               (0.0, 7, {"train": {"max_steps": 7}}), (0.0, 0, None)])
+def test_finalists_train_with_the_oneshot_steps_and_learning_rate(repo, monkeypatch, lr, steps, expected):
+    """`oneshot.finalist_steps` and `oneshot.finalist_lr` reach the finalist's training (0 = the
+    space's train settings); a rank-check candidate always trains with the space's own."""
+    from autoeff.search import objective
+    from autoeff.search.oneshot import OneShot
+    from autoeff.search.record import TrialRecord
+    from autoeff.search.space import load_space
+
+    space = load_space(str(repo / "search_spaces" / "smoke_oneshot.yaml"),
+                       [f"oneshot.finalist_lr={lr}", f"oneshot.finalist_steps={steps}", "oneshot.finalist_init=scratch"])
+    seen = []
+    monkeypatch.setattr(objective, "run_trial", lambda *a, **kw: seen.append(kw["overrides"]) or TrialRecord(0, "complete"))
+    strategy = OneShot(space)
+    proxy = TrialRecord(3, "proxy", params={}, metrics={"proxy_accuracy": 0.5})
+    strategy.run_finalist(proxy, "finalist", 9, artifacts_dir="", log=lambda s: None)
+    strategy.run_finalist(proxy, "rank_check", 10, artifacts_dir="", log=lambda s: None)
+    assert seen == [expected, None]

@@ -47,10 +47,13 @@ def test_deterministic_by_seed(name):
 
 def test_cached_by_content_hash(name, tmp_path, monkeypatch):
     c = task_cfg(name)
-    first = load_task(c, data_dir=str(tmp_path))
+    heard = []
+    first = load_task(c, data_dir=str(tmp_path), say=heard.append)
     assert len(list((tmp_path / "tasks").glob(f"{c.kind}-*.pt"))) == 1
+    assert len(heard) == 2 and "generating task" in heard[0] and "generated in" in heard[1]  # slow work is announced
     monkeypatch.setattr(get_task(c.kind), "build", classmethod(lambda cls, o: 1 / 0))
-    second = load_task(c, data_dir=str(tmp_path))  # from the cache: build is never called
+    second = load_task(c, data_dir=str(tmp_path), say=heard.append)  # from the cache: build is never called
+    assert len(heard) == 2  # a cache hit is silent
     assert all(torch.equal(first.splits[s].x, second.splits[s].x) for s in first.splits)
     with pytest.raises(ZeroDivisionError):  # other options, another cache entry
         load_task(task_cfg(name, seed=7), data_dir=str(tmp_path))
