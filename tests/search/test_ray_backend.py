@@ -7,6 +7,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -81,14 +82,62 @@ def _run(cmd, cwd, timeout=420):
     return r
 
 
-def test_killed_driver_leaves_no_ray_processes_and_the_search_resumes_on_a_loopback_cluster(
-        tmp_path, autoeff_cmd, ray_cluster, trial_states):
-    """One search, two drivers: the first (a local Ray instance of its own) is killed mid-trial;
-    the second joins the loopback cluster by address and finishes the study. Early stopping is on
-    (eta 100: only the best point at a rung goes on), so some trials are pruned."""
+def test_smoke_space_on_a_loopback_cluster(tmp_path, autoeff_cmd, ray_cluster):
     space = str(REPO / "search_spaces" / "smoke.yaml")
-    common = ["search.n_trials=4", "train.max_steps=30", "search.sampler=random",
-              "search.early_stopping={rungs: [0.34, 0.67], eta: 100}"]
+    r = _run(autoeff_cmd + ["search", "--space", space, "--ray-address", ray_cluster, "search.n_trials=4",
+                            "search.early_stopping={rungs: [0.34, 0.67], eta: 100}"], tmp_path)
+    assert "joining the Ray cluster" in r.stderr and "Pareto front" in r.stdout
+
+    import optuna
+
+    study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{tmp_path / 'autoeff.db'}")
+    recs = {t.number: t.user_attrs["autoeff.record"] for t in study.trials}
+    assert len(study.trials) == 4 and all(t.state.is_finished() for t in study.trials)
+    assert {r["status"] for r in recs.values()} <= {"complete", "pruned"}
+    assert study.metric_names == ["accuracy", "latency_ms", "peak_memory_mb"]
+    for t in study.trials:
+        rec = recs[t.number]
+        assert t.state.name == {"complete": "COMPLETE", "pruned": "PRUNED"}[rec["status"]]
+        assert rec["metrics"]["threads_train"] == 1.0  # pinned to the trial's one CPU (Ray sets OMP_NUM_THREADS=1)
+        assert rec["machine"]["host"] == socket.gethostname()
+        if rec["status"] == "complete":
+            assert Path(rec["checkpoint"]).is_absolute() and Path(rec["checkpoint"]).exists()
+            assert t.values == [rec["metrics"][k] for k in ("accuracy", "latency_ms", "peak_memory_mb")]
+        else:
+            assert t.values is None and "accuracy" not in rec["metrics"] and rec["reason"].startswith("stopped at rung")
+
+    from autoeff.tracking import read_search
+
+    store = read_search(f"sqlite:///{tmp_path / 'mlflow.db'}", "smoke")
+    assert len(store["parents"]) == 1
+    parent = store["parents"][0]
+    assert parent.info.status == "FINISHED" and parent.data.tags["autoeff.backend"] == "ray"
+    runs = {int(t.data.tags["autoeff.trial"]): t for t in store["trials"]}
+    assert sorted(runs) == [0, 1, 2, 3]
+    for n, run in runs.items():
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["status"] == recs[n]["status"]
+        assert run.data.tags.get("reason", "").startswith("stopped at rung") == (recs[n]["status"] == "pruned")
+    front = parent.data.tags["front_trials"].split(",")
+    assert all(recs[int(n)]["status"] == "complete" for n in front)
+    r = _run(autoeff_cmd + ["pareto", "--space", space, "--format", "csv"], tmp_path)
+    assert sorted(line.split(",")[0] for line in r.stdout.strip().splitlines()[1:]) == sorted(front)
+
+
+def _states(db):
+    try:
+        con = sqlite3.connect(db, timeout=1)
+        rows = con.execute("select state from trials").fetchall()
+        con.close()
+        return [r[0] for r in rows]
+    except sqlite3.Error:
+        return []
+
+
+def test_killed_driver_leaves_no_ray_processes_and_resumes(tmp_path, autoeff_cmd, ray_cluster):
+    space = str(REPO / "search_spaces" / "smoke.yaml")
+    common = ["search.n_trials=4", "train.max_steps=40", "search.sampler=random", "search.remeasure_front=false"]
+    # first run: a local Ray instance of its own (its processes are the driver's to clean up)
     ray_tmp = tempfile.mkdtemp(prefix="aek", dir="/tmp")
     proc = subprocess.Popen(autoeff_cmd + ["search", "--space", space, "--backend", "ray",
                                            f"search.ray.temp_dir={ray_tmp}", *common],
@@ -97,7 +146,7 @@ def test_killed_driver_leaves_no_ray_processes_and_the_search_resumes_on_a_loopb
     try:
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:
-            st = trial_states(db)
+            st = _states(db)
             if st.count("COMPLETE") >= 1 and "RUNNING" in st:
                 time.sleep(1.0)
                 proc.send_signal(signal.SIGKILL)
@@ -114,58 +163,32 @@ def test_killed_driver_leaves_no_ray_processes_and_the_search_resumes_on_a_loopb
             proc.kill()
         end_processes_using(ray_tmp)
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    interrupted_before = [i for i, s in enumerate(trial_states(db)) if s == "RUNNING"]
+    interrupted_before = [i for i, s in enumerate(_states(db)) if s == "RUNNING"]
     assert interrupted_before
 
     # the re-run resumes the same study, this time on the cluster
-    r = _run(autoeff_cmd + ["search", "--space", space, "--ray-address", ray_cluster, *common], tmp_path)
-    assert "joining the Ray cluster" in r.stderr and "Pareto front" in r.stdout
+    _run(autoeff_cmd + ["search", "--space", space, "--ray-address", ray_cluster, *common], tmp_path)
 
     import optuna
 
     study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{db}")
-    assert study.metric_names == ["accuracy", "latency_ms", "peak_memory_mb"]
-    recs = {t.number: t.user_attrs.get("autoeff.record", {}) for t in study.trials}
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     interrupted = [t for t in study.trials if t.system_attrs.get("autoeff.interrupted")]
-    assert sorted(t.number for t in interrupted) == interrupted_before
+    assert len(complete) == 4 and sorted(t.number for t in interrupted) == interrupted_before
     assert all(t.state.name == "FAIL" for t in interrupted)
-    done = [t for t in study.trials if t not in interrupted]
-    assert len(done) == 4 and all(t.state.name in ("COMPLETE", "PRUNED") for t in done)
     for t in interrupted:
-        retry = [c for c in done if c.user_attrs.get("autoeff.retry_of") == t.number]
+        retry = [c for c in complete if c.user_attrs.get("autoeff.retry_of") == t.number]
         assert len(retry) == 1 and retry[0].params == t.params
-    for t in done:
-        rec = recs[t.number]
-        # ASHA-style stops are pruned trials, never complete ones with partial values
-        assert t.state.name == {"complete": "COMPLETE", "pruned": "PRUNED"}[rec["status"]]
-        assert rec["metrics"]["threads_train"] == 1.0  # pinned to the trial's one CPU (Ray sets OMP_NUM_THREADS=1)
-        assert rec["machine"]["host"] == socket.gethostname()
-        if rec["status"] == "complete":
-            assert Path(rec["checkpoint"]).is_absolute() and Path(rec["checkpoint"]).exists()
-            assert t.values == [rec["metrics"][k] for k in ("accuracy", "latency_ms", "peak_memory_mb")]
-        else:
-            assert t.values is None and "accuracy" not in rec["metrics"] and rec["reason"].startswith("stopped at rung")
 
     from autoeff.tracking import read_search
 
     store = read_search(f"sqlite:///{tmp_path / 'mlflow.db'}", "smoke")
-    assert len(store["parents"]) == 1
-    parent = store["parents"][0]
-    assert parent.info.status == "FINISHED" and parent.data.tags["autoeff.backend"] == "ray"
+    assert len(store["parents"]) == 1 and store["parents"][0].info.status == "FINISHED"
     by_num = {}
-    for run in store["trials"]:
-        by_num.setdefault(int(run.data.tags["autoeff.trial"]), []).append(run)
-    assert all(len(v) == 1 for v in by_num.values())  # one MLflow run per trial, none duplicated
-    assert sorted(by_num) == sorted(t.number for t in study.trials)
-    for t in done:
-        run = by_num[t.number][0]
-        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id and run.info.status == "FINISHED"
-        assert run.data.tags["status"] == recs[t.number]["status"]
-        assert run.data.tags.get("reason", "").startswith("stopped at rung") == (recs[t.number]["status"] == "pruned")
+    for t in store["trials"]:
+        by_num.setdefault(int(t.data.tags["autoeff.trial"]), []).append(t)
+    assert all(len(v) == 1 for v in by_num.values())
+    assert sorted(n for n, v in by_num.items() if v[0].info.status == "FINISHED") == sorted(t.number for t in complete)
     for t in interrupted:
         run = by_num[t.number][0]
         assert run.info.status == "KILLED" and run.data.tags["status"] == "interrupted"
-    front = parent.data.tags["front_trials"].split(",")
-    assert all(recs[int(n)]["status"] == "complete" for n in front)
-    r = _run(autoeff_cmd + ["pareto", "--space", space, "--format", "csv"], tmp_path)
-    assert sorted(line.split(",")[0] for line in r.stdout.strip().splitlines()[1:]) == sorted(front)
