@@ -7,7 +7,6 @@ import secrets
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -124,17 +123,7 @@ def test_smoke_space_on_a_loopback_cluster(tmp_path, autoeff_cmd, ray_cluster):
     assert sorted(line.split(",")[0] for line in r.stdout.strip().splitlines()[1:]) == sorted(front)
 
 
-def _states(db):
-    try:
-        con = sqlite3.connect(db, timeout=1)
-        rows = con.execute("select state from trials").fetchall()
-        con.close()
-        return [r[0] for r in rows]
-    except sqlite3.Error:
-        return []
-
-
-def test_killed_driver_leaves_no_ray_processes_and_resumes(tmp_path, autoeff_cmd, ray_cluster):
+def test_killed_driver_leaves_no_ray_processes_and_resumes(tmp_path, autoeff_cmd, ray_cluster, trial_states):
     space = str(REPO / "search_spaces" / "smoke.yaml")
     common = ["search.n_trials=4", "train.max_steps=40", "search.sampler=random", "search.remeasure_front=false"]
     # first run: a local Ray instance of its own (its processes are the driver's to clean up)
@@ -146,7 +135,7 @@ def test_killed_driver_leaves_no_ray_processes_and_resumes(tmp_path, autoeff_cmd
     try:
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:
-            st = _states(db)
+            st = trial_states(db)
             if st.count("COMPLETE") >= 1 and "RUNNING" in st:
                 time.sleep(1.0)
                 proc.send_signal(signal.SIGKILL)
@@ -163,7 +152,7 @@ def test_killed_driver_leaves_no_ray_processes_and_resumes(tmp_path, autoeff_cmd
             proc.kill()
         end_processes_using(ray_tmp)
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    interrupted_before = [i for i, s in enumerate(_states(db)) if s == "RUNNING"]
+    interrupted_before = [i for i, s in enumerate(trial_states(db)) if s == "RUNNING"]
     assert interrupted_before
 
     # the re-run resumes the same study, this time on the cluster
