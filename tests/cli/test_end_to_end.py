@@ -103,7 +103,10 @@ def test_search_mlflow_export_train_roundtrip(tmp_path, repo, autoeff_cmd, smoke
 
 def test_killed_search_resumes_without_loss_or_duplicates(tmp_path, repo, autoeff_cmd, trial_states):
     space = str(repo / "search_spaces" / "smoke.yaml")
-    args = autoeff_cmd + ["search", "--space", space, "search.n_trials=4", "train.max_steps=60", "search.sampler=random"]
+    # every trial trains for 4 s of wall time whatever the machine's speed (a step count that kept a
+    # slow machine busy for seconds was over in under a second on a fast one, before the kill)
+    args = autoeff_cmd + ["search", "--space", space, "search.n_trials=4", "train.max_steps=100000",
+                          "train.max_time_s=4", "search.sampler=random"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = tmp_path / "autoeff.db"
     deadline = time.time() + 300

@@ -125,7 +125,9 @@ def test_smoke_space_on_a_loopback_cluster(tmp_path, autoeff_cmd, ray_cluster):
 
 def test_killed_driver_leaves_no_ray_processes_and_resumes(tmp_path, autoeff_cmd, ray_cluster, trial_states):
     space = str(REPO / "search_spaces" / "smoke.yaml")
-    common = ["search.n_trials=4", "train.max_steps=40", "search.sampler=random", "search.remeasure_front=false"]
+    # every trial trains for 4 s whatever the machine's speed, so the kill lands inside one
+    common = ["search.n_trials=4", "train.max_steps=100000", "train.max_time_s=4", "search.sampler=random",
+              "search.remeasure_front=false"]
     # first run: a local Ray instance of its own (its processes are the driver's to clean up)
     ray_tmp = tempfile.mkdtemp(prefix="aek", dir="/tmp")
     proc = subprocess.Popen(autoeff_cmd + ["search", "--space", space, "--backend", "ray",
