@@ -238,7 +238,9 @@ def _cmd_validate(a) -> int:
         cond = ("  when " + ", ".join(f"{k} in {list(v)}" for k, v in d.when.items())) if d.when else ""
         print(f"  {d.name:34s} {d.type:11s} {rng}{cond}")
     for c in space.constraints:
-        print(f"  constraint: {c.text}")
+        print(f"  constraint: {c.label}")
+    if space.reference:
+        print(f"  reference model (measured when a search starts): {json.dumps(space.reference)}")
     return 0
 
 

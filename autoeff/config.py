@@ -626,9 +626,11 @@ def check_architecture(cfg: RunConfig) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def load_yaml(path: Union[str, Path], overrides: Sequence[str] = ()) -> Dict[str, Any]:
-    """Read a YAML file with OmegaConf, merge ``key=value`` dotlist overrides, resolve."""
-    path = Path(path)
+def _load_conf(path: Path, chain: Sequence[Path] = ()):
+    """One YAML file as an OmegaConf mapping, with ``extends: <file>`` (a path relative to the
+    file) merged under it: the file's own keys win, mappings merge key by key, lists and plain
+    values are replaced. The parent's ``name`` is not inherited (a preset is named by its own
+    file). Chains are followed; a cycle is an error."""
     if not path.exists():
         raise ConfigError("file not found", file=str(path))
     try:
@@ -638,6 +640,28 @@ def load_yaml(path: Union[str, Path], overrides: Sequence[str] = ()) -> Dict[str
         raise ConfigError(f"not valid YAML: {first}", file=str(path))
     if conf is None or not OmegaConf.is_dict(conf):
         raise ConfigError("expected a mapping at the top level", file=str(path))
+    parent = conf.pop("extends", None)
+    if parent is None:
+        return conf
+    if not isinstance(parent, str) or not parent.strip():
+        raise ConfigError("expected the path of the file this one extends (relative to this file)",
+                          file=str(path), key="extends", value=parent, has_value=True)
+    ppath = (path.parent / parent).resolve()
+    if ppath in chain or ppath == path.resolve():
+        raise ConfigError("extends forms a cycle", file=str(path), key="extends", value=parent, has_value=True)
+    if not ppath.exists():
+        raise ConfigError(f"the file it extends does not exist ({ppath})", file=str(path), key="extends",
+                          value=parent, has_value=True)
+    base = _load_conf(ppath, [*chain, path.resolve()])
+    base.pop("name", None)
+    return OmegaConf.merge(base, conf)
+
+
+def load_yaml(path: Union[str, Path], overrides: Sequence[str] = ()) -> Dict[str, Any]:
+    """Read a YAML file with OmegaConf (following ``extends:``), merge ``key=value`` dotlist
+    overrides, resolve."""
+    path = Path(path)
+    conf = _load_conf(path)
     for ov in overrides:
         if "=" not in ov:
             raise ConfigError("override must look like key=value", file="command line", key=ov)

@@ -99,11 +99,31 @@ def measure_architecture(space: Space, cfg: RunConfig, model, specs, rec: TrialR
     if not broken:
         return True
     rec.status = "infeasible"
-    rec.reason = "; ".join(f"{c.metric} = {arch[c.metric]:.4g} breaks '{c.text}'" for c in broken) + \
+    rec.reason = "; ".join(f"{c.metric} = {arch[c.metric]:.4g} breaks '{c.label}'" for c in broken) + \
         " (architecture alone: training skipped)"
     rec.metrics["accuracy"] = 0.0
     rec.metrics["trained"] = 0.0
     return False
+
+
+REFERENCE_TIMINGS = 3  # the reference model is measured this many times; its median sets relative bounds
+
+
+def measure_reference(space: Space) -> Dict[str, Any]:
+    """The ``reference:`` model's deployment figures on this machine, as a trial measures them
+    (deployed as its config says, in the measurement gate), the median of
+    :data:`REFERENCE_TIMINGS` measurements per figure: relative constraints take their bounds
+    from them. Returns ``{"metrics": {...}, "config": ..., "machine": ...}`` (stored in the study,
+    so that a resumed search and every worker keep the same bounds)."""
+    import statistics
+
+    cfg = space.reference_config()
+    specs = [task_spec(t) for t in cfg.tasks]
+    with gate().work():
+        model = build_deployed(cfg, specs) if cfg.compress.active else build_model(cfg, specs)
+    runs = [architecture_metrics(cfg, model, specs, space.objectives) for _ in range(REFERENCE_TIMINGS)]
+    metrics = {k: float(statistics.median(r[k] for r in runs)) for k in ARCH_METRICS if k in runs[0]}
+    return {"metrics": metrics, "config": cfg.to_dict(), "machine": machine_info(cfg.deploy.device)}
 
 
 def record_failure(rec: TrialRecord, e: BaseException) -> None:

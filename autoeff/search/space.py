@@ -52,7 +52,7 @@ DIRECTIONS = {"max": "maximize", "maximize": "maximize", "min": "minimize", "min
 SAMPLERS = ("tpe", "nsga2", "random")
 BACKENDS = ("optuna", "ray")
 STRATEGIES = ("standalone", "oneshot")
-SPACE_SECTIONS = ("name", "space", "objectives", "constraints", "search", "export", "oneshot")
+SPACE_SECTIONS = ("name", "space", "objectives", "constraints", "reference", "search", "export", "oneshot")
 #: what a one-shot supernet can share weights over; other dimensions need standalone training
 ONESHOT_DIMS = ("model.depth", "model.width", "model.heads", "model.ffn_mult")
 DEFAULT_OBJECTIVES = {"accuracy": ("maximize", "mean"), "latency_ms": ("minimize", "max"),
@@ -104,20 +104,37 @@ class Objective:
 
 @dataclass
 class Constraint:
+    """A hard constraint: ``latency_ms <= 40`` (an absolute bound), or ``latency_ms <= 0.5 *
+    reference`` (relative: a factor of the ``reference:`` model's figure, measured on the machine
+    at the start of the search; the bound is set by :meth:`Space.resolve_reference`)."""
+
     metric: str
     op: str
     bound: float
     text: str
+    factor: Optional[float] = None  # relative constraints: bound = factor x the reference's metric
+    resolved: bool = True  # False for a relative constraint until the reference is measured
+
+    @property
+    def label(self) -> str:
+        """The text, with a relative constraint's bound once known."""
+        return f"{self.text} (= {self.bound:.4g})" if self.factor is not None and self.resolved else self.text
+
+    def _value(self, metrics: Mapping[str, float]) -> float:
+        if not self.resolved:
+            raise RuntimeError(f"constraint '{self.text}' is relative to the reference model, which has not been "
+                               "measured yet (Space.resolve_reference)")
+        return float(metrics[self.metric])
 
     def violation(self, metrics: Mapping[str, float]) -> float:
         """<= 0 when satisfied (Optuna's convention); the amount of violation otherwise."""
-        v = float(metrics[self.metric])
+        v = self._value(metrics)
         if self.op in ("<=", "<"):
             return v - self.bound
         return self.bound - v
 
     def satisfied(self, metrics: Mapping[str, float]) -> bool:
-        v = float(metrics[self.metric])
+        v = self._value(metrics)
         return {"<=": v <= self.bound, "<": v < self.bound, ">=": v >= self.bound, ">": v > self.bound}[self.op]
 
 
@@ -165,6 +182,23 @@ class Space:
     export_overrides: Dict[str, Any]
     per_layer: bool = False  # hybrid models: attention dimensions per layer
     oneshot: Optional[OneShotConfig] = None  # settings of a one-shot search
+    #: ``reference:``: run-config overrides (on the fixed parts) giving the model that relative
+    #: constraints are measured against; its figures once measured (:meth:`resolve_reference`)
+    reference: Dict[str, Any] = field(default_factory=dict)
+    reference_metrics: Optional[Dict[str, float]] = None
+
+    def reference_config(self) -> RunConfig:
+        """The reference model's config: the fixed parts with ``reference:`` on top (what neither
+        gives takes the config defaults; no dimension's value is used)."""
+        return self.materialize({}, extra=self.reference)
+
+    def resolve_reference(self, metrics: Mapping[str, float]) -> None:
+        """Set every relative constraint's bound from the reference model's measured figures."""
+        self.reference_metrics = {k: float(v) for k, v in metrics.items()}
+        for c in self.constraints:
+            if c.factor is not None:
+                c.bound = c.factor * float(metrics[c.metric])
+                c.resolved = True
 
     # ---- sampling ---------------------------------------------------------------------
     def sample(self, s: Suggest) -> Dict[str, Any]:
@@ -367,7 +401,8 @@ def _parse_objectives(raw: Any) -> List[Objective]:
     return out
 
 
-_CONSTRAINT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*$")
+_CONSTRAINT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>)\s*(?:([-+0-9.eE]+)\s*\*\s*)?"
+                         r"(reference|[-+0-9.eE]+)\s*$")
 
 
 def _parse_constraints(raw: Any) -> List[Constraint]:
@@ -381,17 +416,54 @@ def _parse_constraints(raw: Any) -> List[Constraint]:
     for i, c in enumerate(raw):
         key = f"constraints[{i}]"
         m = _CONSTRAINT.match(c) if isinstance(c, str) else None
-        if not m:
-            raise ConfigError('expected "<metric> <= <number>" (or <, >=, >)', key=key, value=c, has_value=True)
-        metric, op, num = m.groups()
+        if not m or (m.group(3) is not None and m.group(4) != "reference"):
+            raise ConfigError('expected "<metric> <= <number>" or "<metric> <= <factor> * reference" (or <, >=, >)',
+                              key=key, value=c, has_value=True)
+        metric, op, factor, num = m.groups()
         if metric not in METRICS:
             raise ConfigError("unknown metric in constraint", key=key, value=metric, allowed=METRICS, has_value=True)
+        if num == "reference":
+            if metric not in ("latency_ms", "peak_memory_mb", "activation_peak_mb", "params", "size_mb"):
+                raise ConfigError("only a deployment figure can be relative to the reference model", key=key,
+                                  value=metric, allowed=["latency_ms", "peak_memory_mb", "activation_peak_mb",
+                                                         "params", "size_mb"], has_value=True)
+            try:
+                f = 1.0 if factor is None else float(factor)
+            except ValueError:
+                raise ConfigError("factor is not a number", key=key, value=factor, has_value=True) from None
+            if not f > 0:
+                raise ConfigError("factor must be > 0", key=key, value=factor, has_value=True)
+            text = f"{metric} {op} {factor + ' * ' if factor is not None else ''}reference"
+            out.append(Constraint(metric, op, float("nan"), text, factor=f, resolved=False))
+            continue
         try:
             bound = float(num)
         except ValueError:
             raise ConfigError("bound is not a number", key=key, value=num, has_value=True) from None
         out.append(Constraint(metric, op, bound, f"{metric} {op} {num}"))
     return out
+
+
+def _parse_reference(raw: Any, constraints: Sequence[Constraint]) -> Dict[str, Any]:
+    """``reference:``: run-config overrides (model, attention, compress, ...) of the model that
+    relative constraints are measured against."""
+    relative = [i for i, c in enumerate(constraints) if c.factor is not None]
+    if raw is None:
+        if relative:
+            raise ConfigError("a constraint relative to the reference needs a 'reference:' section giving that "
+                              "model", key=f"constraints[{relative[0]}]", value=constraints[relative[0]].text,
+                              allowed="reference: {attention: {kind: full}, model: {depth: 1, width: 64, heads: 4}}",
+                              has_value=True)
+        return {}
+    if not isinstance(raw, Mapping) or not raw:
+        raise ConfigError("expected a mapping of model config overrides", key="reference", value=raw,
+                          allowed="e.g. {attention: {kind: full}, model: {depth: 1, width: 64}}", has_value=True)
+    bad = [k for k in raw if k not in ("model", "attention", "compress")]
+    if bad:
+        raise ConfigError("the reference is a model: it may set model, attention and compress (it is measured on "
+                          "the space's tasks with its deploy settings, like every candidate)", key=f"reference.{bad[0]}",
+                          allowed=["model", "attention", "compress"])
+    return json.loads(json.dumps(dict(raw)))
 
 
 def load_space(path: Union[str, Path], overrides: Sequence[str] = (), *, check: bool = True) -> Space:
@@ -468,14 +540,21 @@ def load_space(path: Union[str, Path], overrides: Sequence[str] = (), *, check: 
         _set_accuracy_aggregate(base, objectives)
         oneshot = build_dataclass(OneShotConfig, data.get("oneshot"), "oneshot") \
             if search.strategy == "oneshot" or data.get("oneshot") is not None else None
+        constraints = _parse_constraints(data.get("constraints"))
         space = Space(file=file, name=name, base=base, dims=dims, objectives=objectives,
-                      constraints=_parse_constraints(data.get("constraints")), search=search,
-                      export_overrides=dict(export), per_layer=per_layer, oneshot=oneshot)
+                      constraints=constraints, search=search, export_overrides=dict(export), per_layer=per_layer,
+                      oneshot=oneshot, reference=_parse_reference(data.get("reference"), constraints))
         _check_dims(space, check)
         if search.strategy == "oneshot":
             _check_oneshot(space)
         if check:
             _check_combinations(space)
+            if space.reference:  # the reference model must be valid too
+                try:
+                    space.reference_config()
+                except ConfigError as e:
+                    raise ConfigError(e.problem, key=f"reference.{e.key}" if e.key else "reference", value=e.value,
+                                      allowed=e.allowed, has_value=e.has_value) from None
             if space.export_overrides:  # the exported config must be valid too
                 try:
                     space.materialize(_candidate(space, {}), extra=space.export_overrides)

@@ -152,7 +152,8 @@ def resolved_space(space: Space) -> Dict[str, Any]:
         dims[d.name] = spec
     return {"name": space.name, **json.loads(json.dumps(space.base, default=str)), "space": dims,
             "objectives": {o.name: {"direction": o.direction, "aggregate": o.aggregate} for o in space.objectives},
-            "constraints": [c.text for c in space.constraints],
+            "constraints": [c.label for c in space.constraints],
+            **({"reference": {**space.reference, "measured": space.reference_metrics}} if space.reference else {}),
             "search": dataclasses.asdict(space.search), "export": space.export_overrides}
 
 
@@ -314,7 +315,7 @@ class MLflowTracker(SearchCallback):
                 Param("search.sampler", space.search.sampler), Param("search.n_trials", str(space.search.n_trials)),
                 Param("search.seed", str(space.search.seed)),
                 Param("objectives", ",".join(f"{o.name}:{o.direction}:{o.aggregate}" for o in space.objectives)),
-                Param("constraints", ";".join(c.text for c in space.constraints) or "none"),
+                Param("constraints", ";".join(c.label for c in space.constraints) or "none"),
                 Param("search.strategy", str(info.get("strategy", space.search.strategy))),
                 Param("front_accuracy", str(info.get("front_accuracy", ""))[:6000]),
             ])
@@ -325,6 +326,10 @@ class MLflowTracker(SearchCallback):
         else:
             self.client.update_run(self.parent_id, status="RUNNING")
         self.client.log_batch(self.parent_id, tags=[RunTag(k, v[:5000]) for k, v in machine_tags().items()])
+        if space.reference_metrics:  # what relative constraints were measured against
+            now = int(time.time() * 1000)
+            self.client.log_batch(self.parent_id, metrics=[Metric(f"reference.{k}", float(v), now, 0)
+                                                           for k, v in space.reference_metrics.items()])
         self.client.log_text(self.parent_id, yaml.safe_dump(resolved_space(space), sort_keys=False),
                              "resolved_space.yaml")
         # repair what a killed process left behind
@@ -410,7 +415,7 @@ class MLflowTracker(SearchCallback):
                 f"- space file: `{space.file}`; tasks: {tasks or 'default'}",
                 f"- searched: {', '.join(f'`{d.name}`' for d in space.dims)}",
                 "- objectives: " + ", ".join(f"{o.name} ({o.direction[:3]})" for o in space.objectives)
-                + "; constraints: " + (", ".join(f"`{c.text}`" for c in space.constraints) or "none"),
+                + "; constraints: " + (", ".join(f"`{c.label}`" for c in space.constraints) or "none"),
                 f"- {space.search.sampler} sampler, seed {space.search.seed}, {space.search.n_trials} trials, "
                 f"{space.search.strategy} strategy"]
         if self.info.get("front_accuracy"):

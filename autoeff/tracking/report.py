@@ -54,7 +54,7 @@ def report_html(space: Space, records: Sequence[TrialRecord], front: Sequence[Tr
         + "</code> in <code>" + esc(space.search.storage) + "</code>. Tasks: " + esc(tasks or "default") + ".</p>"
         "<p><b>Searched</b>: " + ", ".join(f"<code>{esc(d.name)}</code>" for d in space.dims)
         + ". <b>Objectives</b>: " + esc(", ".join(f"{o.name} ({o.direction})" for o in space.objectives))
-        + ". <b>Constraints</b>: " + esc(", ".join(c.text for c in space.constraints) or "none") + ".</p>"
+        + ". <b>Constraints</b>: " + esc(", ".join(c.label for c in space.constraints) or "none") + ".</p>"
         f"<p><b>{len(records)} trials</b> ({esc(counts)}); <b>{len(front)} on the Pareto front</b>"
         + (f"; hypervolume {summary['hypervolume']:.4g}" if "hypervolume" in summary else "")
         + (f"; best accuracy {summary['best_accuracy']:.4g}" if "best_accuracy" in summary else "") + ".</p>"

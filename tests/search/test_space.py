@@ -120,6 +120,21 @@ def _mutations():
         ("empty space section", m(lambda d: d.update(space={})), ["nothing to search"]),
         ("empty file", "", ["nothing to search"]),
         ("only a comment", "# a search space, some day\n", ["nothing to search"]),
+        ("relative constraint without a reference", m(lambda d: d.update(constraints=["latency_ms <= 0.5 * reference"])),
+         ["constraints[0]", "reference:"]),
+        ("relative constraint on accuracy", m(lambda d: d.update(constraints=["accuracy >= 0.9 * reference"],
+                                                                   reference={"attention": {"kind": "full"}})),
+         ["constraints[0]", "accuracy", "latency_ms"]),
+        ("zero factor", m(lambda d: d.update(constraints=["latency_ms <= 0 * reference"],
+                                             reference={"attention": {"kind": "full"}})), ["constraints[0]", "> 0"]),
+        ("two numbers", m(lambda d: d.update(constraints=["latency_ms <= 2 * 3"])), ["constraints[0]", "2 * 3"]),
+        ("reference sets training", m(lambda d: d.update(reference={"train": {"max_steps": 3}})),
+         ["reference.train", "model"]),
+        ("impossible reference", m(lambda d: d.update(reference={"model": {"width": 64, "heads": 3}})),
+         ["reference.model.heads", "3"]),
+        ("reference not a mapping", m(lambda d: d.update(reference="full")), ["reference", "full"]),
+        ("extends a missing file", m(lambda d: d.update(extends="nowhere.yaml")), ["extends", "nowhere.yaml"]),
+        ("extends itself", m(lambda d: d.update(extends="space.yaml")), ["extends", "cycle"]),
         ("not YAML", "name: [unclosed\n  - : :\n", ["YAML"]),
         ("not a mapping", "- just\n- a list\n", ["mapping"]),
     ]
@@ -214,3 +229,40 @@ def test_the_accuracy_objective_sets_how_trials_aggregate(tmp_path):
     doc["objectives"] = {"accuracy": {"direction": "max", "aggregate": "min"}, "latency_ms": "min"}
     s = load_space(write(tmp_path, doc))
     assert s.materialize(s.sample(RandomSuggest(0))).train.aggregate == "min"
+
+
+def test_a_relative_constraint_takes_its_bound_from_the_reference(tmp_path):
+    doc = copy.deepcopy(BASE)
+    doc["constraints"] = ["latency_ms <= 0.5 * reference", "peak_memory_mb < reference", "latency_ms <= 50"]
+    doc["reference"] = {"attention": {"kind": "full"}, "model": {"depth": 1, "width": 64, "heads": 4}}
+    s = load_space(write(tmp_path, doc))
+    half, mem, plain = s.constraints
+    assert (half.factor, mem.factor, plain.factor) == (0.5, 1.0, None)
+    assert not half.resolved and plain.resolved and half.label == "latency_ms <= 0.5 * reference"
+    with pytest.raises(RuntimeError, match="not been measured"):
+        half.violation({"latency_ms": 1.0})
+    ref = s.reference_config()
+    assert (ref.model.depth, ref.model.width, ref.model.heads, ref.attention.kind) == (1, 64, 4, "full")
+    s.resolve_reference({"latency_ms": 8.0, "peak_memory_mb": 3.0})
+    assert half.bound == pytest.approx(4.0) and mem.bound == pytest.approx(3.0) and plain.bound == 50
+    assert half.violation({"latency_ms": 5.0}) == pytest.approx(1.0)
+    assert half.satisfied({"latency_ms": 4.0}) and not mem.satisfied({"peak_memory_mb": 3.0})
+    assert half.label == "latency_ms <= 0.5 * reference (= 4)"
+
+
+def test_extends_merges_a_preset_over_its_parent(tmp_path):
+    parent = copy.deepcopy(BASE)
+    parent["search"] = {"n_trials": 3, "sampler": "random", "early_stopping": {"rungs": [0.5], "eta": 2}}
+    parent["train"] = {"max_steps": 40, "batch_size": 8}
+    write(tmp_path, parent, "parent.yaml")
+    child = {"extends": "parent.yaml", "search": {"n_trials": 9, "early_stopping": None},
+             "train": {"max_steps": 5}, "space": {"model": {"width": [64]}}}
+    (tmp_path / "sub").mkdir()
+    s = load_space(write(tmp_path / "sub", {**child, "extends": "../parent.yaml"}, "child.yaml"))
+    assert s.name == "child"  # a preset is named by its own file, not its parent's name
+    assert s.search.n_trials == 9 and s.search.sampler == "random" and s.search.early_stopping is None
+    cfg = s.materialize(s.sample(RandomSuggest(0)))
+    assert cfg.train.max_steps == 5 and cfg.train.batch_size == 8  # mappings merge key by key
+    width = next(d for d in s.dims if d.name == "model.width")
+    assert width.choices == (64,)  # lists are replaced
+    assert [c.text for c in s.constraints] == ["latency_ms <= 50"]

@@ -49,3 +49,39 @@ def test_architecture_breaking_a_constraint_is_not_trained(tmp_path, repo, monke
         assert "latency_ms" in r.reason and "training skipped" in r.reason
         assert r.metrics["trained"] == 0.0 and r.violations[0] > 0 and not r.feasible
     assert res.front == []
+
+
+def test_relative_constraint_is_measured_once_per_study_and_kept_on_resume(tmp_path, repo, monkeypatch):
+    import optuna
+
+    calls = []
+    real = objective.measure_reference
+
+    def counted(space):
+        calls.append(1)
+        return real(space)
+
+    monkeypatch.setattr(objective, "measure_reference", counted)
+    rel = ["constraints=[latency_ms <= 1.5 * reference]",
+           "reference={attention: {kind: full}, model: {depth: 2, width: 64, heads: 4}}"]
+    space = str(repo / "search_spaces" / "smoke.yaml")
+    res = run_search(space, overrides(tmp_path, 2, *rel), quiet=True)
+    assert len(calls) == 1
+    study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{tmp_path}/study.db")
+    ref = study.user_attrs["autoeff.reference"]
+    bound = 1.5 * ref["metrics"]["latency_ms"]
+    assert ref["config"]["model"]["width"] == 64 and ref["metrics"]["latency_ms"] > 0
+    assert res.space.constraints[0].bound == pytest.approx(bound)
+    for r in res.records:
+        assert r.violations[0] == pytest.approx(r.metrics["latency_ms"] - bound)
+
+    from autoeff.tracking import read_search
+
+    store = read_search(f"sqlite:///{tmp_path}/mlflow.db", "smoke")
+    (parent,) = store["parents"]
+    assert parent.data.metrics["reference.latency_ms"] == pytest.approx(ref["metrics"]["latency_ms"])
+    assert f"(= {bound:.4g})" in parent.data.params["constraints"]
+
+    again = run_search(space, overrides(tmp_path, 3, *rel), quiet=True, track=False)  # resumed
+    assert len(calls) == 1, "a resumed search keeps the bound the study started with"
+    assert again.space.constraints[0].bound == pytest.approx(bound) and len(again.records) == 3

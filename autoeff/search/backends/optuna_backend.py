@@ -56,6 +56,7 @@ CLAIMED = "autoeff.claimed"  # system attr: the trial was counted towards n_tria
 INTERRUPTED = "autoeff.interrupted"
 RUNG = "autoeff.rung."  # user attr prefix: the trial's point at rung i (objective order)
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+REFERENCE = "autoeff.reference"  # study user attr: the reference model's figures (relative constraints)
 FINALIZING = "autoeff.finalizing"  # study system attr: the worker writing the front right now
 CLAIM_POLL_S = 2.0
 MAX_DUPLICATES = 25  # consecutive already-tried proposals before the space counts as exhausted
@@ -313,6 +314,30 @@ class OptunaBackend:
         """Whether other live workers still run claimed trials of this study."""
         return self._count()[1] > 0
 
+    def resolve_reference(self, log) -> None:
+        """Relative constraints' bounds: the ``reference:`` model measured once per study, by the
+        first worker (under the claim lock), and stored in the study (``autoeff.reference``) so
+        that every worker and a resumed search keep the same bounds."""
+        space = self.space
+        if not space.reference:
+            return
+        with gate().work(), self.exclusive():
+            ref = self.study.user_attrs.get(REFERENCE)  # read from the storage: another worker may have stored it
+            if ref is None:
+                from ..objective import measure_reference  # torch: only a search with a reference needs it
+
+                log("measuring the reference model (relative constraints take their bounds from it)")
+                ref = measure_reference(space)
+                self.study.set_user_attr(REFERENCE, ref)
+                how = "measured on " + (ref.get("machine") or {}).get("host", "this machine")
+            else:
+                how = f"as measured on {(ref.get('machine') or {}).get('host', '?')} when the study started"
+        space.resolve_reference(ref["metrics"])
+        figures = ", ".join(f"{k} {ref['metrics'][k]:.4g}" for k in ("latency_ms", "peak_memory_mb")
+                            if k in ref["metrics"])
+        rel = [c.label for c in space.constraints if c.factor is not None]
+        log(f"reference model: {figures} ({how}); {'; '.join(rel) or 'no relative constraint'}")
+
     # ---- the loop -----------------------------------------------------------------------
     def start(self, callbacks: Sequence[SearchCallback], log) -> None:
         """Prepare the strategy, recover trials of dead workers and start the callbacks (under
@@ -321,6 +346,7 @@ class OptunaBackend:
         space = self.space
         existing = len(self.study.trials)
         self.artifacts_dir = str(Path(space.search.artifacts) / space.search.study_name)
+        self.resolve_reference(log)
         self.strategy = make_strategy(space)
         self.prepared = self.strategy.prepare(log, self.artifacts_dir)
         with gate().work(), self.exclusive():  # (lock order: see claim)
@@ -535,6 +561,9 @@ def load_records(space: Space) -> List[TrialRecord]:
         study = optuna.load_study(study_name=space.search.study_name, storage=storage)
     except KeyError:
         raise missing() from None
+    ref = study.user_attrs.get(REFERENCE)
+    if ref and space.reference:  # relative constraints: the bounds the search used
+        space.resolve_reference(ref["metrics"])
     recs = study_records(study)
     front = {r.number for r in front_of(space, recs)}
     for r in recs:
