@@ -148,7 +148,8 @@ class Progress:
         return c
 
     def eta_s(self) -> Optional[float]:
-        """Estimated seconds left: the mean duration of finished trials times the trials to go."""
+        """Estimated seconds left: the mean duration of finished trials times the trials to go
+        (at most what ``search.timeout_s`` leaves, plus one trial)."""
         durs = [r.duration_s for r in self.records.values() if r.duration_s > 0 and r.status != "interrupted"]
         if not durs:
             return None
@@ -157,6 +158,9 @@ class Progress:
         now = time.perf_counter()
         left = max(0, self.total - done - len(self.running)) * mean
         left += sum(max(0.0, mean - (now - t)) for t, _ in self.running.values())
+        timeout = self.space.search.timeout_s if self.space is not None else 0.0
+        if timeout:  # no trial starts after search.timeout_s; the one running then still finishes
+            left = min(left, max(0.0, timeout - (now - self.t0)) + mean)
         return left
 
     def summary_line(self) -> str:

@@ -89,3 +89,14 @@ def test_live_is_off_for_pipes_dumb_terminals_and_quiet(space, monkeypatch):
     p.trial_end(rec(0, 0.3, 2.0, 0.2))
     p.close()
     assert out.getvalue() == ""
+
+
+def test_time_left_respects_the_search_timeout(space):
+    import dataclasses
+
+    p = Progress(200, stream=io.StringIO(), space=space, live=False)
+    p.begin(space, [rec(i, 0.3, 2.0, 0.2, dur=10.0) for i in range(4)])
+    assert p.eta_s() == pytest.approx(196 * 10.0)  # no timeout: trials to go x mean trial
+    timed = dataclasses.replace(space, search=dataclasses.replace(space.search, timeout_s=60.0))
+    p.space = timed
+    assert 60.0 < p.eta_s() <= 70.0 + 1e-6  # what the timeout leaves, plus the trial running then
