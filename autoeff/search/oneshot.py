@@ -254,6 +254,7 @@ class OneShot(Strategy):
     def prepare(self, log: Log, artifacts_dir: str) -> Dict[str, float]:
         import torch
 
+        from ..isolation import gate
         from ..supernet import SuperNet
         from ..supernet.train import train_supernet
         from ..tasks import load_task
@@ -280,7 +281,8 @@ class OneShot(Strategy):
                 log(f"    supernet step {step}/{steps} loss {loss:.3f}  subnets trained per family {fams}")
 
             stats = train_supernet(self.supernet, self.data, self.sample, self.os, self.base.train,
-                                   weights=[t.weight for t in self.base.tasks], progress=progress)
+                                   weights=[t.weight for t in self.base.tasks], progress=progress,
+                                   step_guard=gate().work)
             self.supernet.cpu()
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -295,6 +297,7 @@ class OneShot(Strategy):
 
     # ---- proxy trials ---------------------------------------------------------------------
     def run_trial(self, params, number, *, artifacts_dir, log, progress=None) -> TrialRecord:
+        from ..isolation import gate
         from .objective import measure_architecture, record_failure
 
         t0 = time.perf_counter()
@@ -308,7 +311,8 @@ class OneShot(Strategy):
 
                 apply(model, cfg.compress)
             if measure_architecture(self.space, cfg, model, self.specs, rec):
-                rec.metrics.update(self.proxy_accuracy(cfg, model))
+                with gate().work():  # an evaluation is work: no measurement on the machine meanwhile
+                    rec.metrics.update(self.proxy_accuracy(cfg, model))
                 rec.status = "proxy"
             self._score(rec)
         except Exception as e:  # recorded with its reason; the search goes on

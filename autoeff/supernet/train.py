@@ -14,7 +14,7 @@ import random
 import time
 from collections import Counter
 from datetime import timedelta
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, ContextManager, Dict, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -93,10 +93,36 @@ class _Progress(pl.Callback):
             self.fn(step, self.steps, module.last_loss, dict(module.subnets_per_family))
 
 
+class _StepGuard(pl.Callback):
+    """Each step inside ``guard()`` (the work lock of :mod:`autoeff.isolation`): a measurement
+    elsewhere on the machine waits for the step in flight, and the next step waits for it."""
+
+    def __init__(self, guard):
+        self.guard, self.held = guard, None
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.held = self.guard()
+        self.held.__enter__()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self._release()
+
+    def on_exception(self, trainer, module, exception):
+        self._release()
+
+    def _release(self):
+        if self.held is not None:
+            held, self.held = self.held, None
+            held.__exit__(None, None, None)
+
+
 def train_supernet(supernet: SuperNet, data: Sequence[TaskData], sampler: Sampler, oneshot: OneShotConfig,
                    train: TrainConfig, *, weights: Sequence[float] = (), progress: Optional[ProgressFn] = None,
-                   accelerator: Optional[str] = None) -> Dict[str, float]:
+                   accelerator: Optional[str] = None,
+                   step_guard: Optional[Callable[[], ContextManager]] = None) -> Dict[str, float]:
     """Train ``supernet`` in place for ``oneshot.steps`` steps (or ``oneshot.max_time_s``).
+    ``step_guard``: a context manager factory held around every step (the machine's work lock,
+    so that measurements of other searches on the machine never overlap a step).
     Returns statistics: steps, seconds, last loss, subnets trained per family."""
     if train.threads > 0:
         torch.set_num_threads(train.threads)
@@ -109,7 +135,8 @@ def train_supernet(supernet: SuperNet, data: Sequence[TaskData], sampler: Sample
         max_time=timedelta(seconds=oneshot.max_time_s) if oneshot.max_time_s > 0 else None,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, limit_val_batches=0, deterministic=False,
-        callbacks=[_Progress(progress, oneshot.steps)] if progress else [],
+        callbacks=([_Progress(progress, oneshot.steps)] if progress else [])
+        + ([_StepGuard(step_guard)] if step_guard is not None else []),
     )
     t0 = time.perf_counter()
     trainer.fit(module, train_dataloaders=DataLoader(stream, batch_size=None, num_workers=0))
