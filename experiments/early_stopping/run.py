@@ -148,7 +148,7 @@ def analyze(out: Path, seeds, space_file):
         xs = [0.0] + [p[0] for p in c]
         ys = [0.0] + [p[1] for p in c]
         ax.step(xs, ys, where="post", color="tab:blue" if m == "full" else "tab:orange", alpha=0.8,
-                label=f"{'full budget' if m == 'full' else 'early stopping'} (seed {s})")
+                linestyle=("-", "--", ":")[s % 3], label=f"{'full budget' if m == 'full' else 'early stopping'} (seed {s})")
     ax.set_xlabel("CPU time (s, cumulative over trials)")
     ax.set_ylabel("hypervolume of the front so far")
     ax.set_title("Full-budget trials vs multi-objective early stopping")
@@ -168,12 +168,14 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(HERE / "runs"))
     p.add_argument("--smoke", action="store_true", help="the smoke space, 1 seed, a few trials: checks the pipeline")
     p.add_argument("--analyze-only", action="store_true")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override for every search (e.g. train.threads=1 to run seeds side by side)")
     a = p.parse_args(argv)
-    extra = []
+    extra = list(a.set)
     if a.smoke:
         a.space, a.seeds, a.full_trials, a.es_trials = str(REPO / "search_spaces" / "smoke.yaml"), [0], 4, 8
         a.out = str(HERE / "smoke-runs") if a.out == str(HERE / "runs") else a.out
-        extra = ["train.max_steps=18", "search.sampler=random"]
+        extra += ["train.max_steps=18", "search.sampler=random"]
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("AUTOEFF_CACHE", str(out / "cache"))
@@ -182,7 +184,7 @@ def main(argv=None) -> int:
         for s in a.seeds:
             for mode, n in (("full", a.full_trials), ("es", a.es_trials)):
                 walls[f"{mode}-s{s}"] = run_one(a.space, out, mode, s, n, a.rungs, a.eta, extra)
-        (out / "wall_times.json").write_text(json.dumps(walls, indent=1))
+        (out / f"wall_times-s{'-'.join(map(str, a.seeds))}.json").write_text(json.dumps(walls, indent=1))
     analyze(out, a.seeds, a.space)
     return 0
 
