@@ -61,3 +61,25 @@ def test_early_stopping_prunes_records_and_explains(tmp_path, repo):
         assert run.data.tags.get("pareto") != "true"
         assert run.data.tags["measured_on.host"] and run.data.tags["measured_on.cpu"]
     assert store["parents"][0].data.metrics["n_pruned"] == len(pruned)
+
+
+def test_a_reproposed_stopped_candidate_is_answered_as_stopped(tmp_path, repo):
+    """A sampler may propose a candidate that was stopped early again: it is answered from its
+    twin (PRUNED, no values, not counted), never a crash on the twin's missing values."""
+    from optuna.trial import TrialState
+
+    from autoeff.search.backends.optuna_backend import RECORD, OptunaBackend
+    from autoeff.search.space import load_space
+
+    ov = overrides(tmp_path, "search.early_stopping={rungs: [0.34, 0.67], eta: 100}")
+    run_search(str(repo / "search_spaces" / "smoke.yaml"), ov, quiet=True, track=False)
+    backend = OptunaBackend(load_space(repo / "search_spaces" / "smoke.yaml", ov))
+    twin = next(t for t in backend.study.trials if t.state == TrialState.PRUNED)
+    params = twin.user_attrs[RECORD]["params"]
+    assert backend._twin(params).number == twin.number
+    done = backend._done()
+    trial = backend.study.ask()
+    backend._tell_duplicate(trial, twin, params)
+    answered = backend.study.trials[trial.number]
+    assert answered.state == TrialState.PRUNED and answered.values is None
+    assert answered.user_attrs[RECORD]["status"] == "duplicate" and backend._done() == done

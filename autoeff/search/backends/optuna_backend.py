@@ -195,7 +195,8 @@ class OptunaBackend:
 
     def _tell_duplicate(self, trial: optuna.Trial, twin: optuna.trial.FrozenTrial, params: Dict[str, Any]) -> None:
         rec = TrialRecord(number=trial.number, status="duplicate", params=params,
-                          values=list(twin.values), violations=list((twin.user_attrs.get(RECORD) or {}).get("violations", [])),
+                          values=list(twin.values) if twin.values is not None else None,  # a pruned twin has none
+                          violations=list((twin.user_attrs.get(RECORD) or {}).get("violations", [])),
                           reason=f"same candidate as trial {twin.number}")
         trial.set_user_attr(RECORD, rec.to_json())
         if twin.state == TrialState.PRUNED:  # answered as its twin was: stopped early
