@@ -1,15 +1,16 @@
 """Standalone against one-shot search on the default long-sequence space, at equal CPU time.
 
     python experiments/oneshot/run.py all        # every phase in order (several hours on 2 cores)
-    python experiments/oneshot/run.py oneshot    # or one phase at a time: oneshot, standalone,
-                                                 # rankcheck, ablation, report
+    python experiments/oneshot/run.py oneshot    # or one phase at a time: default, oneshot,
+                                                 # standalone, rankcheck, ablation, report
 
 Phases (each writes into experiments/oneshot/work/<phase>/, and skips what is already done):
 
-* ``oneshot``: the default study as `make search` runs it (`autoeff search --space
-  search_spaces/longseq.yaml`), timed.
-* ``standalone``: the same space with ``search.strategy=standalone`` (TPE), every candidate
-  trained for the space's full budget, for ``--standalone-minutes`` (default 60) of wall time.
+* ``default``: the default study as `make search` runs it (`autoeff search --space
+  search_spaces/longseq.yaml`: standalone, multi-objective early stopping, 17 minutes), timed.
+* ``oneshot``: the same study one-shot (`search_spaces/longseq_oneshot.yaml`), timed.
+* ``standalone``: the default space without early stopping (TPE), every candidate trained for
+  the space's full budget, for ``--standalone-minutes`` (default 60) of wall time.
 * ``rankcheck``: a copy of the one-shot study resumed with ``oneshot.rank_check=N`` (default
   12): N proxy candidates spanning the families and the proxy accuracies are trained from
   scratch; the Kendall tau between their proxy and real accuracies is logged on the parent run
@@ -43,6 +44,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 WORK = HERE / "work"
 SPACE = REPO / "search_spaces" / "longseq.yaml"
+ONESHOT = REPO / "search_spaces" / "longseq_oneshot.yaml"
+#: phase -> (space file, study name)
+STUDIES = {"default": (SPACE, "longseq"), "oneshot": (ONESHOT, "longseq_oneshot"), "standalone": (SPACE, "longseq")}
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
@@ -69,30 +73,29 @@ def _save_timing(t: Dict[str, Any]) -> None:
     (WORK / "timing.json").write_text(json.dumps(t, indent=1))
 
 
-def phase_oneshot(args) -> None:
+def _timed_search(name: str, extra: List[str]) -> None:
     t = _timing()
-    if "oneshot" in t:
-        print("oneshot: done already")
+    if name in t:
+        print(f"{name}: done already")
         return
     start = time.time()
-    secs = _autoeff(["search", "--space", str(SPACE)], WORK / "oneshot", WORK / "oneshot.log")
-    t["oneshot"] = {"start": start, "end": start + secs, "seconds": secs}
+    secs = _autoeff(["search", "--space", str(STUDIES[name][0]), *extra], WORK / name, WORK / f"{name}.log")
+    t[name] = {"start": start, "end": start + secs, "seconds": secs}
     _save_timing(t)
-    print(f"oneshot: {secs / 60:.1f} min")
+    print(f"{name}: {secs / 60:.1f} min")
+
+
+def phase_default(args) -> None:
+    _timed_search("default", [])
+
+
+def phase_oneshot(args) -> None:
+    _timed_search("oneshot", [])
 
 
 def phase_standalone(args) -> None:
-    t = _timing()
-    if "standalone" in t:
-        print("standalone: done already")
-        return
-    start = time.time()
-    secs = _autoeff(["search", "--space", str(SPACE), "search.strategy=standalone", "search.sampler=tpe",
-                     "search.n_trials=10000", f"search.timeout_s={args.standalone_minutes * 60}",
-                     "search.startup_trials=8"], WORK / "standalone", WORK / "standalone.log")
-    t["standalone"] = {"start": start, "end": start + secs, "seconds": secs}
-    _save_timing(t)
-    print(f"standalone: {secs / 60:.1f} min")
+    _timed_search("standalone", ["search.early_stopping=null", "search.n_trials=10000",
+                                 f"search.timeout_s={args.standalone_minutes * 60}", "search.startup_trials=8"])
 
 
 def phase_rankcheck(args) -> None:
@@ -103,7 +106,7 @@ def phase_rankcheck(args) -> None:
         return
     if not dst.exists():
         shutil.copytree(WORK / "oneshot", dst)
-    secs = _autoeff(["search", "--space", str(SPACE), f"oneshot.rank_check={args.rank_check}"], dst,
+    secs = _autoeff(["search", "--space", str(ONESHOT), f"oneshot.rank_check={args.rank_check}"], dst,
                     WORK / "rankcheck.log")
     t["rankcheck"] = {"seconds": secs}
     _save_timing(t)
@@ -116,7 +119,7 @@ def _rank_records():
     from autoeff.tracking.tables import arch_summary
     from autoeff.search.record import TrialRecord
 
-    study = optuna.load_study(study_name="longseq", storage=f"sqlite:///{WORK / 'rankcheck' / 'autoeff.db'}")
+    study = optuna.load_study(study_name="longseq_oneshot", storage=f"sqlite:///{WORK / 'rankcheck' / 'autoeff.db'}")
     out = []
     for ft in study.trials:
         rec = ft.user_attrs.get("autoeff.record") or {}
@@ -145,11 +148,11 @@ def phase_ablation(args) -> None:
     t = _timing()
     ranked = _rank_records()
     results = t.get("ablation", {})
-    for name, ov in _ablations(load_space(SPACE)).items():
+    for name, ov in _ablations(load_space(ONESHOT)).items():
         if name in results:
             continue
         folder = WORK / f"ablation-{name}"
-        space = load_space(SPACE, [*ov, f"search.artifacts={folder}"])
+        space = load_space(ONESHOT, [*ov, f"search.artifacts={folder}"])
         strat = OneShot(space)
         stats = strat.prepare(print, str(folder))
         proxies = [strat.proxy_accuracy(space.materialize(r["params"]))["proxy_accuracy"] for r in ranked]
@@ -200,23 +203,30 @@ def phase_report(args) -> None:
     space = load_space(SPACE, check=False)
     dirs = space.directions
     runs = {}
-    for name in ("oneshot", "standalone"):
+    for name in STUDIES:
         if name in t:
             runs[name] = (WORK / name / "autoeff.db", t[name]["start"], t[name]["end"])
-    # one reference point for both: accuracy at the majority-class mean, latency at the constraint
+    # one reference point for all: accuracy at the majority-class mean, latency at the constraint
+    # (relative: the largest bound any of the studies measured)
     import optuna
 
     recs_all = []
     majority = None
+    bounds = []
     for name, (db, _, _) in runs.items():
-        for ft in optuna.load_study(study_name="longseq", storage=f"sqlite:///{db}").trials:
+        st = optuna.load_study(study_name=STUDIES[name][1], storage=f"sqlite:///{db}")
+        ref_model = st.user_attrs.get("autoeff.reference")
+        for c in space.constraints:
+            if c.metric == "latency_ms":
+                bounds.append(c.bound if c.factor is None else c.factor * ref_model["metrics"]["latency_ms"])
+        for ft in st.trials:
             rec = ft.user_attrs.get("autoeff.record") or {}
             if rec.get("status") == "complete" and not any(v > 0 for v in rec.get("violations", [])):
                 recs_all.append(rec)
                 maj = [v for k, v in rec["metrics"].items() if k.startswith("majority.")]
                 if maj:
                     majority = sum(maj) / len(maj)
-    lat_bound = next((c.bound for c in space.constraints if c.metric == "latency_ms"), None)
+    lat_bound = max(bounds) if bounds else None
     ref = []
     for i, o in enumerate(space.objectives):
         col = [r["values"][i] for r in recs_all] or [1.0]
@@ -228,7 +238,7 @@ def phase_report(args) -> None:
             ref.append(max(col) * 1.1 if o.direction == "minimize" else min(col) * 0.9)
     curves, fronts = {}, {}
     for name, (db, start, end) in runs.items():
-        curve, done = _hv_curve(db, "longseq", start, end, ref, dirs)
+        curve, done = _hv_curve(db, STUDIES[name][1], start, end, ref, dirs)
         curves[name] = curve
         if done:
             mask = pareto_mask([r["values"] for r in done], dirs)
@@ -241,7 +251,8 @@ def phase_report(args) -> None:
     from autoeff.search.strategy import kendall_tau
 
     tau = kendall_tau([r["proxy"] for r in ranked], [r["real"] for r in ranked]) if ranked else None
-    result = {"reference_point": ref, "objectives": space.objective_names, "timing": t, "curves": curves,
+    result = {"reference_point": ref, "latency_bounds": bounds, "objectives": space.objective_names, "timing": t,
+              "curves": curves,
               "fronts": fronts, "rank_check": ranked, "kendall_tau": tau, "ablation": t.get("ablation", {})}
     (HERE / "results.json").write_text(json.dumps(result, indent=1, default=str))
 
@@ -254,7 +265,7 @@ def phase_report(args) -> None:
             ax.step(xs + [end], ys + [ys[-1]], where="post", label=f"{name} ({end:.0f} min)", lw=2)
     ax.set_xlabel("wall time on 2 CPU cores (minutes)")
     ax.set_ylabel("hypervolume of the real-accuracy front")
-    ax.set_title("longseq: standalone vs one-shot search")
+    ax.set_title("longseq: the default (early stopping), one-shot, standalone search")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -339,7 +350,7 @@ def _write_readme(result, runs) -> None:
     readme.write_text(text)
 
 
-PHASES = {"oneshot": phase_oneshot, "standalone": phase_standalone, "rankcheck": phase_rankcheck,
+PHASES = {"default": phase_default, "oneshot": phase_oneshot, "standalone": phase_standalone, "rankcheck": phase_rankcheck,
           "ablation": phase_ablation, "report": phase_report}
 
 
