@@ -37,9 +37,9 @@ from ..model import build_model
 from ..tasks import load_task
 from ..training import save_checkpoint, train_and_evaluate
 from .record import TrialRecord
-from .space import Objective, Space
+from .space import DEPLOY_METRICS, Objective, Space
 
-ARCH_METRICS = ("latency_ms", "peak_memory_mb", "activation_peak_mb", "params", "size_mb")
+ARCH_METRICS = DEPLOY_METRICS  # measured before training: a constraint on them is checked first
 PER_TASK_METRICS = ("latency_ms", "peak_memory_mb", "activation_peak_mb", "latency_p10_ms", "latency_p90_ms",
                     "latency_spread")
 Log = Callable[[str], None]

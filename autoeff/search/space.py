@@ -48,6 +48,8 @@ from .multifidelity import EarlyStopping, check_early_stopping
 
 DIM_TYPES = ("categorical", "int", "float")
 METRICS = ("accuracy", "latency_ms", "peak_memory_mb", "activation_peak_mb", "params", "size_mb")
+#: what is measured on the deployed model before training (a relative constraint may bound these)
+DEPLOY_METRICS = ("latency_ms", "peak_memory_mb", "activation_peak_mb", "params", "size_mb")
 DIRECTIONS = {"max": "maximize", "maximize": "maximize", "min": "minimize", "minimize": "minimize"}
 SAMPLERS = ("tpe", "nsga2", "random")
 BACKENDS = ("optuna", "ray")
@@ -423,10 +425,9 @@ def _parse_constraints(raw: Any) -> List[Constraint]:
         if metric not in METRICS:
             raise ConfigError("unknown metric in constraint", key=key, value=metric, allowed=METRICS, has_value=True)
         if num == "reference":
-            if metric not in ("latency_ms", "peak_memory_mb", "activation_peak_mb", "params", "size_mb"):
+            if metric not in DEPLOY_METRICS:
                 raise ConfigError("only a deployment figure can be relative to the reference model", key=key,
-                                  value=metric, allowed=["latency_ms", "peak_memory_mb", "activation_peak_mb",
-                                                         "params", "size_mb"], has_value=True)
+                                  value=metric, allowed=list(DEPLOY_METRICS), has_value=True)
             try:
                 f = 1.0 if factor is None else float(factor)
             except ValueError:
