@@ -50,6 +50,9 @@ def aggregate(per_task: Mapping[str, float], how: str, weights: Optional[Mapping
 # --------------------------------------------------------------------------------------
 
 
+TARGETS = ("class", "token")
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """What the model must know about a task's inputs and outputs."""
@@ -62,10 +65,18 @@ class TaskSpec:
     pair: bool = False  # two sequences per example (e.g. retrieval)
     metric: str = "accuracy"
     name: str = ""  # the task's name within the run
+    # "class": y (n,) one label per example; "token": y (n, L) the id each position must
+    # predict, -100 where unscored (language-model tasks, docs/decoders.md section 2)
+    target: str = "class"
+    # bytes of text per token (1.0 for byte-level text; 0 where bits per byte means nothing):
+    # bpb = loss_nats / ln 2 / bytes_per_token
+    bytes_per_token: float = 0.0
 
     def __post_init__(self):
         if self.input_kind not in INPUT_KINDS:
             raise ValueError(f"input_kind must be one of {INPUT_KINDS}, got {self.input_kind!r}")
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
 
 
 def task_spec(task_cfg: "TaskConfig") -> TaskSpec:
