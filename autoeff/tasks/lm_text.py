@@ -289,17 +289,17 @@ def doc_tokens(doc: Any, kind: str, eod: int) -> np.ndarray:
 
 
 def windows(stream: np.ndarray, seq_len: int, cap: int = 0) -> Tuple[np.ndarray, np.ndarray]:
-    """Non-overlapping next-token windows of one token stream: x (n, L), y (n, L) (-100 past the end)."""
+    """Non-overlapping next-token windows of one token stream (ids >= 1): x (n, L) zero-padded,
+    y (n, L) = the next token, -100 past the stream's end."""
     n = max(0, -(-(len(stream) - 1) // seq_len))  # every token but the first is a target once
     if cap:
         n = min(n, cap)
-    x = np.zeros((n, seq_len), dtype=np.int64)
-    y = np.full((n, seq_len), IGNORE, dtype=np.int64)
-    for k in range(n):
-        xs = stream[k * seq_len: k * seq_len + seq_len]
-        ys = stream[k * seq_len + 1: k * seq_len + seq_len + 1]
-        x[k, : len(xs)] = xs
-        y[k, : len(ys)] = ys
+    flat = np.zeros(n * seq_len + 1, dtype=np.int64)  # 0 = past the end (ids are >= 1)
+    m = min(len(stream), len(flat))
+    flat[:m] = stream[:m]
+    x = flat[:-1].reshape(n, seq_len)  # (n, L)
+    y = flat[1:].reshape(n, seq_len).copy()  # (n, L)
+    y[y == 0] = IGNORE
     return x, y
 
 
