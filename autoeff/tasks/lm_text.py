@@ -6,11 +6,11 @@ A decoder task (``TaskSpec.target = "token"``, docs/decoders.md §2): x is a win
 
 * ``stdlib``: the ``*.py`` files of the standard library of the Python running autoeff
   (``sysconfig.get_paths()["stdlib"]``), without its tests (folders named ``test``, ``tests``,
-  ``idle_test``: ``test/``, ``lib2to3/tests``, ``idlelib/idle_test``, ...) and without
-  ``site-packages``. Different Pythons ship different files: the file list and a SHA-256 of
+  ``idle_test``: ``test/``, ``lib2to3/tests``, ``idlelib/idle_test``, ...), without
+  ``site-packages`` and without empty files. Different Pythons ship different files: the file list and a SHA-256 of
   them are part of the cache key and are recorded with the data (``TaskData.info``), so two
   machines never silently compare different corpora.
-* a folder (every file with one of ``extensions``, recursively; hidden files skipped), a glob
+* a folder (every file with one of ``extensions``, recursively; hidden and empty files skipped), a glob
   (``data/**/*.md``; every matched file) or one text file: one document per file. ``.gz``,
   ``.bz2`` and ``.xz`` files are decompressed transparently.
 * a table (``.csv``, ``.tsv``, ``.parquet``, ``.jsonl``, ``.json``, optionally compressed; or
@@ -133,8 +133,17 @@ def stdlib_files() -> Tuple[Path, List[str]]:
     for d, dirs, files in os.walk(root):
         dirs[:] = sorted(x for x in dirs if x not in STDLIB_SKIP and not x.startswith("."))
         rel = Path(d).relative_to(root)
-        out.extend((rel / f).as_posix() for f in sorted(files) if f.endswith(".py") and not f.startswith("."))
+        out.extend((rel / f).as_posix() for f in sorted(files)
+                   if f.endswith(".py") and not f.startswith(".") and _nonempty(Path(d) / f))
     return root, sorted(out)
+
+
+def _nonempty(p: Path) -> bool:
+    """A regular file with at least one byte (empty files, e.g. many ``__init__.py``, are no documents)."""
+    try:
+        return p.is_file() and p.stat().st_size > 0
+    except OSError:
+        return False
 
 
 def _suffix(name: str) -> str:
@@ -156,7 +165,7 @@ def folder_files(root: Path, extensions: List[str]) -> List[str]:
         dirs[:] = sorted(x for x in dirs if not x.startswith("."))
         rel = Path(d).relative_to(root)
         for f in sorted(files):
-            if not f.startswith(".") and _suffix(f) in exts and (Path(d) / f).is_file():
+            if not f.startswith(".") and _suffix(f) in exts and _nonempty(Path(d) / f):
                 out.append((rel / f).as_posix())
     return sorted(out)
 
@@ -171,7 +180,7 @@ def glob_files(pattern: str) -> Tuple[Path, List[str]]:
             break
         fixed.append(part)
     root = Path(*fixed) if fixed else Path(".")
-    hits = sorted(h for h in glob.glob(expanded, recursive=True) if os.path.isfile(h))
+    hits = sorted(h for h in glob.glob(expanded, recursive=True) if _nonempty(Path(h)))
     return root, sorted(Path(os.path.relpath(h, root)).as_posix() for h in hits)
 
 
@@ -435,6 +444,10 @@ class LMText(UserDataTask):
                     have += len(x)
                     if cap and have >= cap:
                         break
+            if sum(len(a) for a in xs) == 0:
+                raise ConfigError(f"the {split} split of {o.path} holds no window: its documents "
+                                  f"({len(c.plan[split])}) are empty; give more text or change seed",
+                                  key=f"{key}.path", value=o.path)
             x = torch.from_numpy(np.concatenate(xs))
             out[split] = Split(x, x != 0, torch.from_numpy(np.concatenate(ys)))
         return out
