@@ -21,7 +21,7 @@ VARIANTS = {
     "longformer": [{"window": 8, "global_tokens": 2}, {"window": 6, "global_tokens": 0, "dilation": 2}],
     "linear": [{"feature_map": "elu", "chunk": 8}, {"feature_map": "favor", "features": 16, "chunk": 8}],
     "reformer": [{"n_hashes": 1, "bucket_size": 8}, {"n_hashes": 2, "bucket_size": 4}],
-    "synthesizer": [{"mode": "dense"}, {"mode": "factorized", "rank": 8, "mix": True}],
+    "synthesizer": [{"mode": "dense"}, {"mode": "random", "mix": True}, {"mode": "factorized", "rank": 8, "mix": True}],
     "gated_deltanet": [{"chunk_size": 8}, {"chunk_size": 16, "conv_size": 3}],
 }
 MAX_LEN = 64
