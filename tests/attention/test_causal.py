@@ -201,3 +201,15 @@ def test_grouped_query_attention(name):
     for bad in (3, -1, 8):
         keys = [p[0] for p in fam.problems(_opts(name, dict(ov, kv_heads=bad)), seq_len=MAX_LEN, width=DIM, heads=HEADS)]
         assert "kv_heads" in keys, (name, bad)
+
+
+@pytest.mark.parametrize("name,ov", [c for c in CASES if get_attention(c.values[0]).subquadratic])
+def test_causal_subquadratic_families_never_hold_an_n_by_n_tensor(name, ov):
+    from autoeff.measure import peak_memory
+    n, dim = 1024, 16
+    torch.manual_seed(0)
+    m = get_attention(name)(dim, 2, _opts(name, ov), max_len=n).eval()
+    x = torch.randn(1, n, dim)
+    with torch.no_grad():
+        peak = peak_memory(lambda: m(x, causal=True)).peak_bytes
+    assert peak < n * n * 4, f"{name}: {peak} bytes at N={n}, one N x N fp32 matrix is {n * n * 4}"
