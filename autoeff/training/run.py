@@ -35,7 +35,8 @@ def train_and_evaluate(model: AutoEffModel, data: Sequence[TaskData], cfg: RunCo
     class's validation accuracy), ``train_steps`` (and ``train_steps.<task>`` with several tasks),
     ``train_time_s``, ``train_loss``; with compression also ``accuracy_fp32`` (the trained fp32
     model before compression) and :func:`compress_trained`'s report; with distillation the
-    teacher's ``teacher_accuracy``; ``eval_time_s``.
+    teacher's ``teacher_accuracy``; ``eval_time_s``. Token-target (decoder) tasks add
+    :func:`lm_metrics`' ``val_loss.<task>``, ``bpb``, ... (accuracy is over the scored positions).
 
     Early stopping (``rungs``, ``on_rung``): at each rung step (of the training before any
     compression fine-tune) the validation accuracy so far is aggregated like ``accuracy`` and

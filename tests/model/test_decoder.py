@@ -227,3 +227,13 @@ def test_config_rejects_a_context_longer_than_a_fixed_length_family(monkeypatch)
         fixed.generate(torch.tensor([1, 2, 3]), 31)
     with pytest.raises(ConfigError, match=r"deploy\.context_len"):
         parse_run_config({"model": {"arch": "decoder"}, "tasks": [TASK], "deploy": {"context_len": -1}})
+
+
+def test_config_rejects_a_causal_only_family_in_an_encoder():
+    only = [k for k in list_attentions() if getattr(get_attention(k), "causal_only", False)]
+    if not only:
+        pytest.skip("no causal-only family registered")
+    with pytest.raises(ConfigError, match=rf"attention\.kind.*{only[0]}.*decoder"):
+        parse_run_config({"model": {"width": 32, "heads": 4}, "attention": {"kind": only[0]},
+                          "tasks": [{"kind": "listops", "seq_len": 32, "min_len": 8}]})
+    assert isinstance(autoeff.build_model(decoder_cfg(attention_section(only[0]))), DecoderLM)
