@@ -271,6 +271,14 @@ def _cmd_validate(a) -> int:
     return 0
 
 
+_DECODE_COST = {  # what one decoding step costs, by AttentionBase.decode_cost (docs/decoders.md)
+    "kv": "KV cache growing with the context",
+    "window": "KV cache bounded by the window",
+    "state": "fixed-size state",
+    "recompute": "re-runs over the whole stored context every token (slower)",
+}
+
+
 def _cmd_list(a) -> int:
     if a.what == "attentions":
         from .attention import get_attention, list_attentions
@@ -278,11 +286,13 @@ def _cmd_list(a) -> int:
         for name in list_attentions():
             fam = get_attention(name)
             flags = [f for f, on in (("fixed-length", fam.needs_fixed_length), ("padding", fam.supports_padding_mask),
-                                     ("causal", fam.supports_causal), ("subquadratic", fam.subquadratic)) if on]
+                                     ("causal", fam.supports_causal), ("causal-only", fam.causal_only),
+                                     ("gqa", fam.supports_kv_heads), ("subquadratic", fam.subquadratic)) if on]
             import dataclasses
 
             knobs = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(fam.options))
-            print(f"{name:12s} [{', '.join(flags)}]  {knobs}")
+            decode = _DECODE_COST.get(fam.decode_cost, "no decoding (not causal)")
+            print(f"{name:14s} [{', '.join(flags)}]  {knobs}\n{'':14s} decode: {decode}")
     else:
         from .tasks import get_task, list_tasks
 

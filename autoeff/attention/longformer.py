@@ -28,6 +28,14 @@ by the chunked kernel in ``_window.py``:
 The same chunked kernel, :func:`window_attention`, serves Reformer's LSH attention (chunk plus
 the previous chunk, after sorting by bucket); see ``reformer.py``.
 
+Causal form (``forward(causal=True)``, a decoder): Longformer's pattern restricted to j <= i,
+i.e. the window // 2 left neighbours (dilated) and the query itself, plus the global prefix
+(the first ``global_tokens`` positions stay causal as a prefix: every later token sees them,
+and they see only what precedes them). Computed blockwise in plain PyTorch (``_local.py``, no
+N x N tensor); q and k rotated by ``rotary`` when a decoder sets it (the bidirectional kernel
+ignores rotary: encoders have none). Decoding keeps the global prefix's keys and values plus a
+rolling window of the last (window // 2) * dilation + 1 positions (decode_cost "window").
+
 The paper uses a second set of projections for global attention; here the global and the
 sliding-window attention share the layer's projections, so a window covering the whole
 sequence is exactly full attention with the same weights.
@@ -44,7 +52,9 @@ from torch import nn
 
 from . import register_attention
 from ._window import WindowSpec, needs_autograd, neg_value, window_attention
+from ._local import cached_local_step, local_attention
 from .base import AttentionBase
+from .cache import LayerCache
 
 
 # ---------------------------------------------------------------------------------------
@@ -67,6 +77,8 @@ def _chunk_size(w2: int, n: int) -> int:
 class LongformerAttention(AttentionBase):
     options = LongformerOptions
     subquadratic = True
+    supports_causal = True
+    decode_cost = "window"
 
     def __init__(self, dim, heads, opts=None, **kw):
         super().__init__(dim, heads, opts, **kw)
@@ -89,7 +101,42 @@ class LongformerAttention(AttentionBase):
             buf[:, front + n:].zero_()
         return buf
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    # ---- causal form and decoding ---------------------------------------------------
+    def _reach(self) -> int:
+        return (self.opts.window // 2) * max(1, self.opts.dilation)
+
+    def _qkv_heads(self, x: torch.Tensor):
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, Dh)
+        return q, k, v
+
+    def _forward_causal(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        q, k, v = self._qkv_heads(x)  # (B, H, N, Dh)
+        q, k = self.rope(q, k, 0)
+        y = local_attention(q, k, v, reach=self._reach(), dilation=max(1, self.opts.dilation),
+                            n_global=max(0, self.opts.global_tokens), causal=True, key_mask=mask,
+                            dropout=self.dropout if self.training else 0.0)  # (B, H, N, Dh)
+        return self.out(self.merge_heads(y))  # (B, N, D)
+
+    def init_cache(self, batch: int, device=None, dtype=None) -> LayerCache:
+        dtype = dtype if dtype is not None else torch.get_default_dtype()
+        empty = torch.zeros(batch, self.heads, 0, self.head_dim, device=device, dtype=dtype)
+        return LayerCache(0, k=empty, v=empty.clone(), gk=None, gv=None)
+
+    def forward_cached(self, x: torch.Tensor, cache: LayerCache) -> torch.Tensor:
+        q, k, v = self._qkv_heads(x)  # (B, H, T, Dh)
+        q, k = self.rope(q, k, cache.length)
+        y = cached_local_step(q, k, v, cache, reach=self._reach(), dilation=max(1, self.opts.dilation),
+                              n_global=max(0, self.opts.global_tokens))  # (B, H, T, Dh)
+        return self.out(self.merge_heads(y))  # (B, T, D)
+
+    def cache_bytes(self, batch: int, context: int, bytes_per_value: int) -> int:
+        rows = min(context, self._reach() + 1) + min(context, max(0, self.opts.global_tokens))
+        return 2 * batch * self.heads * self.head_dim * rows * bytes_per_value
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, causal: bool = False) -> torch.Tensor:
+        if causal:
+            return self._forward_causal(x, mask)
         b, n, d = x.shape  # (B, N, D)
         h, dh = self.heads, self.head_dim
         dil = max(1, self.opts.dilation)

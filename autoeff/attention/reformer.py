@@ -29,6 +29,18 @@ The sorted keys and values are gathered with one ``index_select`` each (no expan
 tensors) into buffers that the chunked kernel of ``_window.py`` (:func:`window_attention`)
 reads as overlapping views, and the outputs are scattered back with ``index_copy_`` straight
 into the (B, N, H, Dh) layout that the output projection reads.
+
+Causal form (``forward(causal=True)``; the paper's causal masking, made strictly causal): in
+each round the tokens are sorted by (bucket, position) as above, and the query at sorted row r
+attends to the sorted rows r - bucket_size .. r - 1 that are in its own bucket, i.e. to the (up
+to) ``bucket_size`` most recent earlier tokens of its bucket, never to a later position; itself
+only as a last resort; rounds combined with the same log-sum-exp weights and -log N_ij
+duplicate correction. (Chunking the sorted order as the bidirectional form does would let a
+later token in a lower bucket shift an earlier query's chunk, so its keys would depend on the
+future; the per-row window does not.) Written in plain PyTorch, blockwise over sorted rows
+(O(N bucket_size) memory). Decoding re-runs this over the stored context (decode_cost
+"recompute", the generic cache of base.py): honest, and slower than a KV cache. ``rotary``
+(a decoder's) rotates the shared query/key vectors by position before hashing.
 """
 from __future__ import annotations
 
@@ -72,6 +84,8 @@ def lsh_geometry(n: int, bucket_size: int, max_len: Optional[int] = None) -> Tup
 class ReformerAttention(AttentionBase):
     options = ReformerOptions
     subquadratic = True
+    supports_causal = True
+    decode_cost = "recompute"
     projections = {"qkv": ("q", "v"), "out": ("out",)}  # shared QK: the query projection serves keys
 
     def __init__(self, dim, heads, opts=None, **kw):
@@ -132,7 +146,66 @@ class ReformerAttention(AttentionBase):
         return keys.argsort(-1), c, mc
 
     # ---- forward ------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def _forward_causal(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        b, n, d = x.shape  # (B, N, D)
+        h, dh, R, w = self.heads, self.head_dim, self.opts.n_hashes, self.opts.bucket_size
+        dev = x.device
+        neg = neg_value(x.dtype)
+        valid = torch.ones(b, n, dtype=torch.bool, device=dev) if mask is None else mask.to(torch.bool)
+        qk = F.linear(x, self.qkv.weight[:d], self.qkv.bias[:d])  # (B, N, D) shared queries/keys
+        v = self.split_heads(F.linear(x, self.qkv.weight[d:], self.qkv.bias[d:]))  # (B, H, N, Dh)
+        if self.rotary is not None:
+            qh = self.rotary.apply(self.split_heads(qk), torch.arange(n, device=dev))  # (B, H, N, Dh)
+            qk = self.merge_heads(qh)
+        qh = self.split_heads(qk)  # (B, H, N, Dh)
+        kn = qh / qh.norm(dim=-1, keepdim=True).clamp_min(1e-6)  # unit keys
+        nb = lsh_geometry(n, w, self.max_len)[0]
+        bk = self.buckets(qk, nb).masked_fill(~valid[:, None, None, :], nb)  # (B, H, R, N); padding: bucket nb
+        pos = torch.arange(n, device=dev)
+        perm = (bk * n + pos).argsort(-1)  # (B, H, R, N) positions in (bucket, position) order
+        rank = torch.empty_like(perm).scatter_(-1, perm, pos.expand_as(perm))  # (B, H, R, N) row of each position
+        sb = bk.gather(-1, perm)  # (B, H, R, N) sorted buckets
+        cb = max(1, min(n, max(16, w)))  # query rows per block
+        outs, lses = [], []
+        for r in range(R):
+            o_r = v.new_zeros(b, h, n, dh)
+            l_r = v.new_zeros(b, h, n)
+            for s0 in range(0, n, cb):
+                s1 = min(n, s0 + cb)
+                k0 = max(0, s0 - w)
+                pq, pk = perm[:, :, r, s0:s1], perm[:, :, r, k0:s1]  # (B, H, T), (B, H, L) positions
+                qv = qh.gather(2, pq[..., None].expand(-1, -1, -1, dh))  # (B, H, T, Dh)
+                kv = kn.gather(2, pk[..., None].expand(-1, -1, -1, dh))  # (B, H, L, Dh)
+                vv = v.gather(2, pk[..., None].expand(-1, -1, -1, dh))
+                sc = (qv @ kv.transpose(-1, -2)) * dh ** -0.5  # (B, H, T, L)
+                rd = torch.arange(s0, s1, device=dev)[:, None] - torch.arange(k0, s1, device=dev)[None, :]  # (T, L)
+                sq, sk = sb[:, :, r, s0:s1], sb[:, :, r, k0:s1]
+                allow = (rd >= 1) & (rd <= w) & (sq[..., :, None] == sk[..., None, :]) & (sk[..., None, :] < nb)
+                if R > 1:  # -log N_ij: rounds in which j is in i's window
+                    bq, bkk = bk.gather(-1, pq[:, :, None].expand(-1, -1, R, -1)), bk.gather(-1, pk[:, :, None].expand(-1, -1, R, -1))
+                    rq, rk = rank.gather(-1, pq[:, :, None].expand(-1, -1, R, -1)), rank.gather(-1, pk[:, :, None].expand(-1, -1, R, -1))
+                    dd = rq[..., :, None] - rk[..., None, :]  # (B, H, R, T, L)
+                    cnt = ((bq[..., :, None] == bkk[..., None, :]) & (dd >= 1) & (dd <= w)).sum(2)  # (B, H, T, L)
+                    sc = sc - cnt.clamp_min(1).to(sc.dtype).log()
+                sc = torch.where(allow, sc, torch.where(rd == 0, sc + neg / 4, torch.full_like(sc, neg)))
+                lse = sc.logsumexp(-1)  # (B, H, T)
+                p = (sc - lse[..., None]).exp()
+                if self.training and self.dropout > 0:
+                    p = F.dropout(p, self.dropout)
+                o_r = o_r.scatter(2, pq[..., None].expand(-1, -1, -1, dh), p @ vv)  # (B, H, N, Dh)
+                l_r = l_r.scatter(2, pq, lse)
+            outs.append(o_r)
+            lses.append(l_r)
+        if R == 1:
+            y = outs[0]
+        else:
+            wts = torch.stack(lses, 0).softmax(0)  # (R, B, H, N)
+            y = sum(wts[i][..., None] * outs[i] for i in range(R))  # (B, H, N, Dh)
+        return self.out(self.merge_heads(y))  # (B, N, D)
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, causal: bool = False) -> torch.Tensor:
+        if causal:
+            return self._forward_causal(x, mask)
         b, n, d = x.shape  # (B, N, D)
         h, dh, R = self.heads, self.head_dim, self.opts.n_hashes
         fast = not needs_autograd(self, x)  # no graph to build: work in place

@@ -32,6 +32,11 @@ query/key features (dense: [relu(W1 x), 1] . [W2_j, b2_j]; factorized: R1_i . R2
 [q / sqrt(Dh), ...] . [k, ...]) and never materialize an N x N tensor; they still cost
 O(N^2) time. ``random`` materializes the (H, N, N) logits (its parameters are that size
 anyway), and (B, H, N, N) with a padding mask or mix.
+
+Causal form (``forward(causal=True)``): the synthesized (and mixed) logits under the causal mask
+j <= i (Tay et al. 2020 use Synthesizers in decoders the same way). Decoding re-runs the layer
+over the stored context (decode_cost "recompute", base.py's generic cache); ``rotary`` is
+ignored (the logits are tied to absolute positions already).
 """
 from __future__ import annotations
 
@@ -57,7 +62,7 @@ class SynthesizerOptions:
 
 
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
-          dropout: float) -> torch.Tensor:
+          dropout: float, causal: bool = False) -> torch.Tensor:
     """softmax(q k^T + mask) v with logits exactly q . k (scale 1), via the fused kernel.
 
     q, k: (B or 1, H, N, E); v: (B, H, N, Dh). The fused CPU kernel needs one head width for
@@ -73,8 +78,17 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torc
     q = q.expand(b, h, n, q.shape[-1])  # (B, H, N, E')
     k = k.expand(b, h, n, k.shape[-1])  # (B, H, N, E')
     attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, N) True = attend
+    if causal:
+        attn_mask = _causal_mask(attn_mask, n, v.device)  # (B or 1, 1, N, N)
     y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout, scale=1.0)  # (B, H, N, E')
     return y[..., :dv]  # (B, H, N, Dh)
+
+
+def _causal_mask(key_mask: Optional[torch.Tensor], n: int, device) -> torch.Tensor:
+    """j <= i (and j a real key), the diagonal always kept (no empty row): (B or 1, 1, N, N)."""
+    tri = torch.ones(n, n, dtype=torch.bool, device=device).tril()  # (N, N)
+    m = tri[None, None] if key_mask is None else key_mask & tri
+    return m | torch.eye(n, dtype=torch.bool, device=device)
 
 
 @register_attention("synthesizer")
@@ -83,6 +97,8 @@ class SynthesizerAttention(AttentionBase):
 
     options = SynthesizerOptions
     needs_fixed_length = True  # the synthetic logits are tied to positions 0..max_len-1
+    supports_causal = True
+    decode_cost = "recompute"
     projections = {"qk": ("q", "k"), "v": ("v",), "out": ("out",)}
 
     def __init__(self, dim, heads, opts=None, **kw):
@@ -104,7 +120,7 @@ class SynthesizerAttention(AttentionBase):
             self.r1 = nn.Parameter(torch.randn(h, L, o.rank) / math.sqrt(o.rank))  # (H, L, k)
             self.r2 = nn.Parameter(torch.randn(h, L, o.rank) / math.sqrt(o.rank))  # (H, L, k)
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, causal: bool = False) -> torch.Tensor:
         b, n, d = x.shape  # (B, N, D)
         h, dh = self.heads, self.head_dim
         if n > self.max_len:
@@ -121,7 +137,10 @@ class SynthesizerAttention(AttentionBase):
             logits = self.random[:, :n, :n].unsqueeze(0)  # (1, H, N, N)
             if mix:
                 logits = logits + torch.matmul(q, k.transpose(-1, -2))  # (B, H, N, N)
-            if mask is not None:
+            if causal:
+                logits = logits.masked_fill(~_causal_mask(None if mask is None else mask[:, None, None, :], n, x.device),
+                                            float("-inf"))  # (B or 1, H, N, N)
+            elif mask is not None:
                 logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))  # (B, H, N, N)
             attn = F.dropout(torch.softmax(logits, dim=-1), drop, self.training)  # (B or 1, H, N, N)
             y = torch.matmul(attn, v)  # (B, H, N, Dh)
@@ -139,7 +158,7 @@ class SynthesizerAttention(AttentionBase):
                 rows = q.shape[0]
                 sq = torch.cat([q, sq.expand(rows, h, n, sq.shape[-1])], dim=-1)  # (B, H, N, Dh+E)
                 sk = torch.cat([k, sk.expand(rows, h, n, sk.shape[-1])], dim=-1)  # (B, H, N, Dh+E)
-            y = _sdpa(sq, sk, v, mask, drop)  # (B, H, N, Dh)
+            y = _sdpa(sq, sk, v, mask, drop, causal)  # (B, H, N, Dh)
         return self.out(self.merge_heads(y))  # (B, N, D)
 
     @classmethod

@@ -21,7 +21,7 @@ VARIANTS = {
     "longformer": [{"window": 8, "global_tokens": 2}, {"window": 6, "global_tokens": 0, "dilation": 2}],
     "linear": [{"feature_map": "elu", "chunk": 8}, {"feature_map": "favor", "features": 16, "chunk": 8}],
     "reformer": [{"n_hashes": 1, "bucket_size": 8}, {"n_hashes": 2, "bucket_size": 4}],
-    "synthesizer": [{"mode": "dense"}, {"mode": "factorized", "rank": 8, "mix": True}],
+    "synthesizer": [{"mode": "dense"}, {"mode": "random", "mix": True}, {"mode": "factorized", "rank": 8, "mix": True}],
     "gated_deltanet": [{"chunk_size": 8}, {"chunk_size": 16, "conv_size": 3}],
 }
 MAX_LEN = 64
@@ -201,3 +201,33 @@ def test_grouped_query_attention(name):
     for bad in (3, -1, 8):
         keys = [p[0] for p in fam.problems(_opts(name, dict(ov, kv_heads=bad)), seq_len=MAX_LEN, width=DIM, heads=HEADS)]
         assert "kv_heads" in keys, (name, bad)
+
+
+@pytest.mark.parametrize("name,ov", [c for c in CASES if get_attention(c.values[0]).subquadratic])
+def test_causal_subquadratic_families_never_hold_an_n_by_n_tensor(name, ov):
+    from autoeff.measure import peak_memory
+    n, dim = 1024, 16
+    torch.manual_seed(0)
+    m = get_attention(name)(dim, 2, _opts(name, ov), max_len=n).eval()
+    x = torch.randn(1, n, dim)
+    with torch.no_grad():
+        peak = peak_memory(lambda: m(x, causal=True)).peak_bytes
+    assert peak < n * n * 4, f"{name}: {peak} bytes at N={n}, one N x N fp32 matrix is {n * n * 4}"
+
+
+@pytest.mark.parametrize("name,ov", CASES)
+def test_causal_training_gradients_are_finite(name, ov):
+    """A decoder trains through forward(causal=True): every parameter gets a finite gradient
+    (with padding and rotary, as a decoder's batch has)."""
+    m = build(name, ov).train()
+    m.rotary = Rotary(m.head_dim)
+    n = 40
+    x = torch.randn(BATCH, n, DIM, requires_grad=True)
+    mask = torch.ones(BATCH, n, dtype=torch.bool)
+    mask[1, 30:] = False
+    y = m(x, mask, causal=True)
+    (y[mask] ** 2).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    for pname, p in m.named_parameters():
+        assert p.grad is not None, f"{name}: {pname} got no gradient"
+        assert torch.isfinite(p.grad).all(), f"{name}: {pname} has a non-finite gradient"

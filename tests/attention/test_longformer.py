@@ -183,3 +183,25 @@ def test_problems():
     assert keys(window=128, dilation=5) == ["dilation"]  # the dilated span exceeds the sequence
     with pytest.raises(ConfigError, match="attention.longformer.window"):
         fam.check(LongformerOptions(window=1024), seq_len=512, width=64, heads=4, prefix="attention.longformer")
+
+
+@pytest.mark.parametrize("window,g,dil", [(8, 2, 1), (6, 0, 2), (4, 3, 3)])
+def test_causal_form_equals_the_masked_dense_pattern(window, g, dil):
+    """Causal Longformer = softmax attention under the explicit mask: j <= i and either
+    (i - j) a multiple of the dilation within window // 2 neighbours, or j a global position."""
+    from autoeff.attention import get_attention
+    fam = get_attention("longformer")
+    torch.manual_seed(0)
+    m = fam(16, 2, fam.options(window=window, global_tokens=g, dilation=dil), max_len=64).eval()
+    n = 41
+    x = torch.randn(2, n, 16)
+    i = torch.arange(n)[:, None]
+    j = torch.arange(n)[None, :]
+    d = i - j
+    allow = (d >= 0) & (((d <= (window // 2) * dil) & (d % dil == 0)) | (j < g))
+    with torch.no_grad():
+        got = m(x, causal=True)
+        q, k, v = m.qkv(x).view(2, n, 3, 2, 8).permute(2, 0, 3, 1, 4)
+        o = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allow)
+        want = m.out(o.transpose(1, 2).reshape(2, n, 16))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

@@ -201,3 +201,32 @@ def test_problems():
     assert keys(n_hashes=0) == ["n_hashes"]
     with pytest.raises(ConfigError, match="attention.reformer.bucket_size"):
         fam.check(ReformerOptions(bucket_size=512), seq_len=256, width=64, heads=4, prefix="attention.reformer")
+
+
+@pytest.mark.parametrize("bucket_size", [2, 4])
+def test_causal_lsh_attends_to_the_most_recent_earlier_tokens_of_its_bucket(bucket_size):
+    """One round: query i sees the (up to) bucket_size latest earlier positions j < i with
+    bucket(j) == bucket(i) (itself only when there is none), written out per query here."""
+    from autoeff.attention import get_attention
+    from autoeff.attention.reformer import lsh_geometry
+    fam = get_attention("reformer")
+    torch.manual_seed(0)
+    n, d, h = 30, 16, 2
+    m = fam(d, h, fam.options(n_hashes=1, bucket_size=bucket_size), max_len=32).eval()
+    x = torch.randn(1, n, d)
+    with torch.no_grad():
+        got = m(x, causal=True)
+        qk = torch.nn.functional.linear(x, m.qkv.weight[:d], m.qkv.bias[:d])
+        v = torch.nn.functional.linear(x, m.qkv.weight[d:], m.qkv.bias[d:])
+        bk = m.buckets(qk, lsh_geometry(n, bucket_size, 32)[0])[0, :, 0]  # (H, N)
+        q = qk.view(n, h, 8)
+        vh = v.view(n, h, 8)
+        y = torch.zeros(n, h, 8)
+        for hi in range(h):
+            for i in range(n):
+                js = [j for j in range(i) if bk[hi, j] == bk[hi, i]][-bucket_size:] or [i]
+                kk = q[js, hi] / q[js, hi].norm(dim=-1, keepdim=True)
+                p = torch.softmax(kk @ q[i, hi] / 8 ** 0.5, 0)
+                y[i, hi] = p @ vh[js, hi]
+        want = m.out(y.reshape(1, n, d))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
