@@ -6,11 +6,11 @@ A decoder task (``TaskSpec.target = "token"``, docs/decoders.md §2): x is a win
 
 * ``stdlib``: the ``*.py`` files of the standard library of the Python running autoeff
   (``sysconfig.get_paths()["stdlib"]``), without its tests (folders named ``test``, ``tests``,
-  ``idle_test``: ``test/``, ``lib2to3/tests``, ``idlelib/idle_test``, ...) and without
-  ``site-packages``. Different Pythons ship different files: the file list and a SHA-256 of
+  ``idle_test``: ``test/``, ``lib2to3/tests``, ``idlelib/idle_test``, ...), without
+  ``site-packages`` and without empty files. Different Pythons ship different files: the file list and a SHA-256 of
   them are part of the cache key and are recorded with the data (``TaskData.info``), so two
   machines never silently compare different corpora.
-* a folder (every file with one of ``extensions``, recursively; hidden files skipped), a glob
+* a folder (every file with one of ``extensions``, recursively; hidden and empty files skipped), a glob
   (``data/**/*.md``; every matched file) or one text file: one document per file. ``.gz``,
   ``.bz2`` and ``.xz`` files are decompressed transparently.
 * a table (``.csv``, ``.tsv``, ``.parquet``, ``.jsonl``, ``.json``, optionally compressed; or
@@ -133,8 +133,17 @@ def stdlib_files() -> Tuple[Path, List[str]]:
     for d, dirs, files in os.walk(root):
         dirs[:] = sorted(x for x in dirs if x not in STDLIB_SKIP and not x.startswith("."))
         rel = Path(d).relative_to(root)
-        out.extend((rel / f).as_posix() for f in sorted(files) if f.endswith(".py") and not f.startswith("."))
+        out.extend((rel / f).as_posix() for f in sorted(files)
+                   if f.endswith(".py") and not f.startswith(".") and _nonempty(Path(d) / f))
     return root, sorted(out)
+
+
+def _nonempty(p: Path) -> bool:
+    """A regular file with at least one byte (empty files, e.g. many ``__init__.py``, are no documents)."""
+    try:
+        return p.is_file() and p.stat().st_size > 0
+    except OSError:
+        return False
 
 
 def _suffix(name: str) -> str:
@@ -156,7 +165,7 @@ def folder_files(root: Path, extensions: List[str]) -> List[str]:
         dirs[:] = sorted(x for x in dirs if not x.startswith("."))
         rel = Path(d).relative_to(root)
         for f in sorted(files):
-            if not f.startswith(".") and _suffix(f) in exts and (Path(d) / f).is_file():
+            if not f.startswith(".") and _suffix(f) in exts and _nonempty(Path(d) / f):
                 out.append((rel / f).as_posix())
     return sorted(out)
 
@@ -171,7 +180,7 @@ def glob_files(pattern: str) -> Tuple[Path, List[str]]:
             break
         fixed.append(part)
     root = Path(*fixed) if fixed else Path(".")
-    hits = sorted(h for h in glob.glob(expanded, recursive=True) if os.path.isfile(h))
+    hits = sorted(h for h in glob.glob(expanded, recursive=True) if _nonempty(Path(h)))
     return root, sorted(Path(os.path.relpath(h, root)).as_posix() for h in hits)
 
 
@@ -289,17 +298,17 @@ def doc_tokens(doc: Any, kind: str, eod: int) -> np.ndarray:
 
 
 def windows(stream: np.ndarray, seq_len: int, cap: int = 0) -> Tuple[np.ndarray, np.ndarray]:
-    """Non-overlapping next-token windows of one token stream: x (n, L), y (n, L) (-100 past the end)."""
+    """Non-overlapping next-token windows of one token stream (ids >= 1): x (n, L) zero-padded,
+    y (n, L) = the next token, -100 past the stream's end."""
     n = max(0, -(-(len(stream) - 1) // seq_len))  # every token but the first is a target once
     if cap:
         n = min(n, cap)
-    x = np.zeros((n, seq_len), dtype=np.int64)
-    y = np.full((n, seq_len), IGNORE, dtype=np.int64)
-    for k in range(n):
-        xs = stream[k * seq_len: k * seq_len + seq_len]
-        ys = stream[k * seq_len + 1: k * seq_len + seq_len + 1]
-        x[k, : len(xs)] = xs
-        y[k, : len(ys)] = ys
+    flat = np.zeros(n * seq_len + 1, dtype=np.int64)  # 0 = past the end (ids are >= 1)
+    m = min(len(stream), len(flat))
+    flat[:m] = stream[:m]
+    x = flat[:-1].reshape(n, seq_len)  # (n, L)
+    y = flat[1:].reshape(n, seq_len).copy()  # (n, L)
+    y[y == 0] = IGNORE
     return x, y
 
 
@@ -435,6 +444,10 @@ class LMText(UserDataTask):
                     have += len(x)
                     if cap and have >= cap:
                         break
+            if sum(len(a) for a in xs) == 0:
+                raise ConfigError(f"the {split} split of {o.path} holds no window: its documents "
+                                  f"({len(c.plan[split])}) are empty; give more text or change seed",
+                                  key=f"{key}.path", value=o.path)
             x = torch.from_numpy(np.concatenate(xs))
             out[split] = Split(x, x != 0, torch.from_numpy(np.concatenate(ys)))
         return out

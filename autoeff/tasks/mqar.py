@@ -50,26 +50,36 @@ def key_range(vocab: int) -> Tuple[int, int]:
     return 1, 1 + (vocab - 1) // 2
 
 
+def query_slots(rng: np.random.Generator, n: int, slots: int, p: int, chunk: int = 2048) -> np.ndarray:
+    """(n, p) distinct query slots per sequence, drawn without replacement with probability
+    proportional to ``slot ** (POWER_A - 1)`` (slots counted from 1), as Zoology does. Sequential
+    weighted draws without replacement are the ``p`` largest keys ``log(u) / w`` (Efraimidis and
+    Spirakis 2006), which vectorizes over sequences."""
+    w = np.arange(1, slots + 1, dtype=np.float64) ** (POWER_A - 1)  # (slots,)
+    out = np.empty((n, p), dtype=np.int64)
+    for i in range(0, n, chunk):
+        keys = np.log(rng.random((min(chunk, n - i), slots))) / w  # (c, slots)
+        out[i: i + chunk] = np.argpartition(-keys, p - 1, axis=1)[:, :p]
+    return out
+
+
 def generate(o: MQAROptions, n: int, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
     """``n`` sequences: x (n, seq_len) int64 and y (n, seq_len) int64 (value at query keys, else -100)."""
     p, length = o.n_pairs, o.seq_len
     k_lo, k_hi = key_range(o.vocab)
     full = rng.integers(1, o.vocab, size=(n, length + 1))  # filler everywhere first; x = full[:, :-1]
-    keys = np.stack([rng.choice(np.arange(k_lo, k_hi), size=p, replace=False) for _ in range(n)])  # (n, P)
-    values = np.stack([rng.choice(np.arange(k_hi, o.vocab), size=p, replace=False) for _ in range(n)])  # (n, P)
+    keys = np.stack([rng.choice(k_hi - k_lo, size=p, replace=False) for _ in range(n)]) + k_lo  # (n, P)
+    values = np.stack([rng.choice(o.vocab - k_hi, size=p, replace=False) for _ in range(n)]) + k_hi  # (n, P)
     full[:, 0: 2 * p: 2] = keys
     full[:, 1: 2 * p: 2] = values
     slots = (length + 1 - 2 * p) // 2  # query slot g = positions (2P + 2g, 2P + 2g + 1)
-    w = np.arange(1, slots + 1, dtype=np.float64) ** (POWER_A - 1)
-    w /= w.sum()
+    kpos = 2 * p + 2 * query_slots(rng, n, slots, p)  # (n, P) position of each queried key
+    order = np.argsort(rng.random((n, p)), axis=1)  # (n, P) which pair each query asks for
+    qk, qv = np.take_along_axis(keys, order, 1), np.take_along_axis(values, order, 1)  # (n, P)
+    np.put_along_axis(full, kpos, qk, 1)
+    np.put_along_axis(full, kpos + 1, qv, 1)
     y = np.full((n, length), IGNORE, dtype=np.int64)
-    for i in range(n):
-        gaps = rng.choice(slots, size=p, replace=False, p=w)  # (P,) slot of each query
-        order = rng.permutation(p)  # which pair each query asks for
-        kpos = 2 * p + 2 * gaps  # (P,) position of the queried key
-        full[i, kpos] = keys[i, order]
-        full[i, kpos + 1] = values[i, order]
-        y[i, kpos] = values[i, order]  # the next token at the key is its value
+    np.put_along_axis(y, kpos, qv, 1)  # the next token at the key is its value
     return full[:, :length].astype(np.int64), y
 
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 import bz2
 import csv
 import gzip
-import io
 import json
 import lzma
-import os
 from pathlib import Path
 
 import pytest
@@ -58,6 +56,7 @@ def make_folder(root: Path, n: int = 12) -> dict:
     (root / ".git").mkdir()
     (root / ".git" / "notes.txt").write_text("<git> never read")
     (root / "image.bin").write_bytes(bytes(range(256)))
+    (root / "empty.txt").write_bytes(b"")
     return docs
 
 
@@ -136,7 +135,7 @@ def test_folder_split_by_document_and_next_byte_targets(tmp_path):
         for n in names:
             assert n not in seen, f"{n} is in {seen.get(n)} and {s}"
             seen[n] = s
-    assert set(seen) == set(docs)  # every document once; hidden files, .git and image.bin never read
+    assert set(seen) == set(docs)  # every document once; hidden, empty, .git and image.bin never read
     assert [len(data.info["documents"][s]) for s in SPLITS] == [8, 2, 2]
     assert data.info["files"] == sorted(docs) and data.info["source"] == "files"
 
@@ -274,10 +273,10 @@ def make_stdlib(root: Path) -> None:
     for name in ("os.py", "json/__init__.py", "json/decoder.py", "email/mime/text.py", "abc.py", "ast.py",
                  "test/test_os.py", "unittest/test/test_case.py", "lib2to3/tests/test_all.py",
                  "idlelib/idle_test/test_x.py", "site-packages/pkg/mod.py", "__pycache__/os.py",
-                 "json/README.txt"):
+                 "json/README.txt", "empty/__init__.py"):
         p = root / name
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(f"# {name}\nprint({name!r})\n")
+        p.write_text("" if name.startswith("empty/") else f"# {name}\nprint({name!r})\n")
 
 
 def test_stdlib_excludes_tests_and_records_its_files(tmp_path, monkeypatch):
@@ -347,3 +346,12 @@ def test_damaged_compressed_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as ei:
         load_task(cfg, data_dir=str(tmp_path / "cache"))
     assert "doc03.txt.gz" in str(ei.value) and "lm_text.path" in str(ei.value)
+
+
+def test_split_without_text_is_a_config_error(tmp_path):
+    (tmp_path / "c").mkdir()
+    for i in range(3):  # compressed empty files pass the listing (they have bytes on disk), hold no text
+        (tmp_path / "c" / f"{i}.txt.gz").write_bytes(gzip.compress(b""))
+    with pytest.raises(ConfigError) as ei:
+        load_task(parse(path=str(tmp_path / "c"), seq_len=8), data_dir=str(tmp_path / "cache"))
+    assert "holds no window" in str(ei.value) and "lm_text.path" in str(ei.value)
