@@ -237,3 +237,20 @@ def test_config_rejects_a_causal_only_family_in_an_encoder():
         parse_run_config({"model": {"width": 32, "heads": 4}, "attention": {"kind": only[0]},
                           "tasks": [{"kind": "listops", "seq_len": 32, "min_len": 8}]})
     assert isinstance(autoeff.build_model(decoder_cfg(attention_section(only[0]))), DecoderLM)
+
+
+def test_a_real_fixed_length_causal_family_is_held_to_its_length():
+    fixed = [k for k in CAUSAL if get_attention(k).needs_fixed_length]
+    if not fixed:
+        pytest.skip("no fixed-length causal family registered")
+    kind = fixed[0]
+    with pytest.raises(ConfigError, match=r"deploy\.context_len"):
+        parse_run_config({"model": {"arch": "decoder", "width": 32, "heads": 4}, "attention": attention_section(kind),
+                          "tasks": [TASK], "deploy": {"context_len": 33}})
+    model = autoeff.build_model(decoder_cfg(attention_section(kind))).eval()
+    assert model.max_context == 32
+    cache = model.init_cache(1)
+    with torch.no_grad():
+        model.forward_cached(torch.randint(1, 24, (1, 32)), cache)
+        with pytest.raises(ValueError, match="32"):
+            model.forward_cached(torch.randint(1, 24, (1, 1)), cache)
