@@ -1,6 +1,5 @@
 """Training and evaluating decoders (token targets, docs/decoders.md section 2): next-token loss
 over the scored positions, validation loss / accuracy / bits per byte, multi-task decoders."""
-import dataclasses
 import math
 
 import pytest
@@ -8,7 +7,7 @@ import torch
 from torch import nn
 
 import autoeff
-from autoeff.config import TaskSpec, TrainConfig, parse_run_config
+from autoeff.config import TaskSpec, parse_run_config
 from autoeff.tasks import load_task
 from autoeff.tasks.base import Split, TaskData
 from autoeff.training.fit import bits_per_byte, evaluate, evaluate_tasks, fit
