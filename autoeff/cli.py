@@ -7,6 +7,8 @@
                      [--register NAME [--alias ALIAS]]    also log the trial's model to MLflow's registry
     autoeff report   --space SPACE.yaml [-o REPORT.html]  one self-contained HTML page of the search
     autoeff train    --config OUT.yaml [--out DIR] [key=value ...]
+    autoeff generate --config OUT.yaml [--checkpoint MODEL.pt] --prompt TEXT --max-new-tokens N
+                     [--temperature T --top-k K --seed S]   sample from a trained decoder
     autoeff validate --space SPACE.yaml                   check a space file, print its dimensions
     autoeff list     [attentions|tasks]
     autoeff bench    attention [...]                      benchmark attention families
@@ -69,6 +71,19 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--config", required=True)
     s.add_argument("overrides", nargs="*")
     s.add_argument("--out", help="output folder (default: runs/<config name>)")
+
+    s = sub.add_parser("generate", help="continue a prompt with a trained decoder (model.arch: decoder)")
+    s.add_argument("--config", required=True, help="the decoder's config (e.g. the config.yaml `autoeff train` wrote)")
+    s.add_argument("overrides", nargs="*")
+    s.add_argument("--checkpoint", help="model.pt written by `autoeff train` (default: model.pt next to --config)")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--prompt", help="text, encoded as bytes (byte-level tasks such as lm_text)")
+    g.add_argument("--prompt-ids", help="token ids separated by spaces or commas (any token task)")
+    s.add_argument("--max-new-tokens", type=int, default=64)
+    s.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    s.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0 = all)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--task", help="which task's vocabulary (default: the first task)")
 
     s = sub.add_parser("validate", help="check a space file and print its dimensions")
     s.add_argument("--space", required=True)
@@ -227,6 +242,18 @@ def _cmd_train(a) -> int:
     return 0
 
 
+def _cmd_generate(a) -> int:
+    from .training.generate import generate_text
+
+    out = generate_text(a.config, a.overrides, checkpoint=a.checkpoint, prompt=a.prompt, prompt_ids=a.prompt_ids,
+                        max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_k=a.top_k, seed=a.seed,
+                        task=a.task)
+    print(out.text)
+    print(f"{len(out.new_ids)} tokens in {out.seconds:.3f} s ({out.tokens_per_s:.1f} tokens/s, prefill of "
+          f"{out.prompt_tokens} tokens included)", file=sys.stderr)
+    return 0
+
+
 def _cmd_validate(a) -> int:
     from .search.space import load_space
 
@@ -284,7 +311,7 @@ def _cmd_bench(a) -> int:
 
 
 COMMANDS = {"search": _cmd_search, "pareto": _cmd_pareto, "export": _cmd_export, "report": _cmd_report,
-            "train": _cmd_train,
+            "train": _cmd_train, "generate": _cmd_generate,
             "validate": _cmd_validate, "list": _cmd_list, "bench": _cmd_bench}
 
 
