@@ -80,18 +80,35 @@ def _head_rows(head_idx: torch.Tensor, dh: int, blocks: int, dim: int) -> torch.
 
 
 def _prune_full(attn: nn.Module, sparsity: float) -> int:
+    """Head pruning of the dot-product families (full, sliding_window). With grouped-query heads
+    (``kv_heads`` < ``heads``) whole groups go: a key/value head and the query heads that share it."""
     h, dh, d = attn.heads, attn.head_dim, attn.heads * attn.head_dim
-    k = kept(h, sparsity)
-    if k == h:
+    g = attn.kv_heads
+    r = h // g  # query heads per key/value head (1 without GQA)
+    kg = kept(g, sparsity)
+    if kg == g:
         return 0
     with torch.no_grad():
-        w = attn.qkv.weight.float().view(3, h, dh, -1)
-        score = w.norm(dim=(2, 3)).prod(0) * attn.out.weight.float().view(-1, h, dh).norm(dim=(0, 2))  # (H,)
-    keep = _top(score, k)
-    attn.qkv = _rows(attn.qkv, _head_rows(keep, dh, 3, d))
+        out_score = attn.out.weight.float().view(-1, h, dh).norm(dim=(0, 2))  # (H,)
+        if g == h:
+            w = attn.qkv.weight.float().view(3, h, dh, -1)
+            score = w.norm(dim=(2, 3)).prod(0) * out_score  # (H,)
+        else:
+            q = attn.q.weight.float().view(g, r, dh, -1).norm(dim=(2, 3)).prod(1)  # (G,)
+            kv = attn.kv.weight.float().view(2, g, dh, -1).norm(dim=(2, 3)).prod(0)  # (G,)
+            score = q * kv * out_score.view(g, r).prod(1)  # (G,)
+    keep_groups = _top(score, kg)
+    keep = (keep_groups[:, None] * r + torch.arange(r)[None, :]).reshape(-1)  # kept query heads
+    if g == h:
+        attn.qkv = _rows(attn.qkv, _head_rows(keep, dh, 3, d))
+    else:
+        attn.q = _rows(attn.q, _head_rows(keep, dh, 1, d))
+        attn.kv = _rows(attn.kv, _head_rows(keep_groups, dh, 2, g * dh))
     attn.out = _cols(attn.out, _head_rows(keep, dh, 1, d))
-    attn.heads = k
-    return h - k
+    attn.heads = kg * r
+    attn.kv_heads = kg
+    attn.kv_dim = kg * dh
+    return h - kg * r
 
 
 def _prune_synthesizer(attn: nn.Module, sparsity: float) -> int:
@@ -120,7 +137,7 @@ def _prune_synthesizer(attn: nn.Module, sparsity: float) -> int:
 
 
 #: families whose layer works with however many heads it holds: how to remove some
-HEAD_PRUNERS: Dict[str, Callable[[nn.Module, float], int]] = {"full": _prune_full, "synthesizer": _prune_synthesizer}
+HEAD_PRUNERS: Dict[str, Callable[[nn.Module, float], int]] = {"full": _prune_full, "sliding_window": _prune_full, "synthesizer": _prune_synthesizer}
 
 
 def prune_structured(model: nn.Module, sparsity: float) -> Dict[str, float]:

@@ -36,7 +36,8 @@ def test_ffn_pruning_equals_zeroing_the_removed_neurons():
     torch.testing.assert_close(ffn(x), ref(x), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name,opts", [("full", {}), ("synthesizer", {"mode": "dense", "mix": True}),
+@pytest.mark.parametrize("name,opts", [("full", {}), ("full", {"kv_heads": 2}), ("sliding_window", {"window": 8}),
+                                       ("sliding_window", {"window": 8, "kv_heads": 2}), ("synthesizer", {"mode": "dense", "mix": True}),
                                        ("synthesizer", {"mode": "random"}), ("synthesizer", {"mode": "factorized", "rank": 8})])
 def test_head_pruning_equals_zeroing_the_removed_heads(name, opts):
     """A family in HEAD_PRUNERS computes with the heads it holds: removing heads gives exactly the
