@@ -50,6 +50,9 @@ def aggregate(per_task: Mapping[str, float], how: str, weights: Optional[Mapping
 # --------------------------------------------------------------------------------------
 
 
+TARGETS = ("class", "token")
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """What the model must know about a task's inputs and outputs."""
@@ -62,10 +65,18 @@ class TaskSpec:
     pair: bool = False  # two sequences per example (e.g. retrieval)
     metric: str = "accuracy"
     name: str = ""  # the task's name within the run
+    # "class": y (n,) one label per example; "token": y (n, L) the id each position must
+    # predict, -100 where unscored (language-model tasks, docs/decoders.md section 2)
+    target: str = "class"
+    # bytes of text per token (1.0 for byte-level text; 0 where bits per byte means nothing):
+    # bpb = loss_nats / ln 2 / bytes_per_token
+    bytes_per_token: float = 0.0
 
     def __post_init__(self):
         if self.input_kind not in INPUT_KINDS:
             raise ValueError(f"input_kind must be one of {INPUT_KINDS}, got {self.input_kind!r}")
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
 
 
 def task_spec(task_cfg: "TaskConfig") -> TaskSpec:
@@ -74,9 +85,17 @@ def task_spec(task_cfg: "TaskConfig") -> TaskSpec:
     return dataclasses.replace(spec, name=task_cfg.name)
 
 
+ARCHS = ("encoder", "decoder")
+
+
 @dataclass
 class ModelConfig:
-    """The shared encoder: depth x (attention + FFN) blocks, pre-LayerNorm."""
+    """The shared trunk: depth x (attention + FFN) blocks, pre-LayerNorm.
+
+    ``arch``: ``encoder`` (classification heads over a bidirectional encoder) or ``decoder`` (a
+    causal language model, docs/decoders.md section 3: every layer causal, rotary positions with
+    base ``rope_base``, an LM head tied to the token embedding unless ``tie_embeddings`` is false;
+    ``pool`` means nothing there)."""
 
     depth: int = 2
     width: int = 128
@@ -84,6 +103,9 @@ class ModelConfig:
     ffn_mult: float = 2.0
     dropout: float = 0.1
     pool: str = field(default="cls", metadata={"choices": ("cls", "mean")})
+    arch: str = field(default="encoder", metadata={"choices": ARCHS})
+    tie_embeddings: bool = True
+    rope_base: float = 10000.0
 
 
 @dataclass
@@ -185,6 +207,11 @@ class DeployConfig:
     repeats: int = 15
     threads: int = 0  # 0 = torch's default; recorded either way
     device: str = field(default="cpu", metadata={"choices": ("cpu", "cuda")})
+    #: decoders: tokens in the prefill pass that ``prefill_ms`` times (0 = ``context_len``)
+    prompt_len: int = 0
+    #: decoders: tokens already in the cache when ``decode_ms`` and ``cache_mb`` are measured
+    #: (0 = the longest task's ``seq_len``, the context the model was trained on)
+    context_len: int = 0
     #: Ray custom resources a trial needs (search.backend ray), e.g. {bench_node: 1}: pins every
     #: measurement to one kind of node, so a front compares like with like
     resources: Dict[str, float] = field(default_factory=dict)
@@ -555,7 +582,8 @@ def check_ranges(cfg: RunConfig) -> None:
             raise ConfigError("must be > 0", key=k, value=v, has_value=True)
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise ConfigError("must be in [0, 1)", key="model.dropout", value=cfg.model.dropout, has_value=True)
-    for k, v in {"deploy.warmup": cfg.deploy.warmup, "train.warmup_steps": cfg.train.warmup_steps,
+    for k, v in {"deploy.prompt_len": cfg.deploy.prompt_len, "deploy.context_len": cfg.deploy.context_len,
+                 "deploy.warmup": cfg.deploy.warmup, "train.warmup_steps": cfg.train.warmup_steps,
                  "train.threads": cfg.train.threads, "deploy.threads": cfg.deploy.threads}.items():
         if v < 0:
             raise ConfigError("must be >= 0", key=k, value=v, has_value=True)
@@ -575,6 +603,9 @@ def check_compress(cfg: RunConfig) -> None:
     if c.prune != "none" and c.sparsity <= 0:
         raise ConfigError(f"pruning '{c.prune}' needs a sparsity > 0", key="compress.sparsity",
                           value=c.sparsity, allowed="0 < sparsity <= 0.95", has_value=True)
+    if c.distill and cfg.model.arch == "decoder":
+        raise ConfigError("distillation is not implemented for decoders (model.arch: decoder)",
+                          key="compress.distill", value=c.distill, allowed=[False], has_value=True)
     if (c.prune != "none" or c.qat) and cfg.train.max_steps < 2:
         raise ConfigError("pruning and QAT fine-tune out of the training budget: train.max_steps must be >= 2",
                           key="train.max_steps", value=cfg.train.max_steps, allowed=">= 2", has_value=True)
@@ -598,6 +629,74 @@ def max_seq_len(cfg: RunConfig) -> int:
     return max(task_spec(t).seq_len for t in cfg.tasks)
 
 
+def decode_lengths(cfg: RunConfig, seq_len: Optional[int] = None) -> Tuple[int, int]:
+    """A decoder's ``(prompt_len, context_len)`` with the zeros resolved: ``context_len`` 0 = the
+    longest task's ``seq_len`` (``seq_len`` if given, to avoid recomputing it); ``prompt_len`` 0 =
+    ``context_len``."""
+    ctx = cfg.deploy.context_len or (seq_len if seq_len is not None else max_seq_len(cfg))
+    return (cfg.deploy.prompt_len or ctx), ctx
+
+
+def model_max_len(cfg: RunConfig, seq_len: Optional[int] = None) -> int:
+    """The length a model's layers are built for: the longest task sequence, and for a decoder
+    also the deployed prompt and context (a fixed-length family must cover all of them)."""
+    n = seq_len if seq_len is not None else max_seq_len(cfg)
+    if cfg.model.arch == "decoder":
+        n = max(n, *decode_lengths(cfg, n))
+    return n
+
+
+def check_decoder(cfg: RunConfig, seq_len: int) -> None:
+    """What a model.arch (encoder or decoder) cannot do with these tasks and families."""
+    decoder = cfg.model.arch == "decoder"
+    for i, t in enumerate(cfg.tasks):
+        target = task_spec(t).target
+        if decoder and target != "token":
+            raise ConfigError("a decoder (model.arch: decoder) needs token-target tasks (language modelling); "
+                              "this task predicts one class per example",
+                              key=f"tasks[{i}].kind", value=t.kind,
+                              allowed=[k for k in TASKS.names() if _target_of(k) == "token"], has_value=True)
+        if not decoder and target == "token":
+            raise ConfigError(f"task {t.name!r} ({t.kind}) has token targets: it needs a decoder",
+                              key="model.arch", value=cfg.model.arch, allowed=["decoder"], has_value=True)
+    att = cfg.attention
+    if not decoder:
+        for i in range(len(att.layers) or 1):
+            a = att.layer(i)
+            if getattr(ATTENTIONS.get(a.kind), "causal_only", False):
+                raise ConfigError(f"{a.kind} exists only in causal form: it needs a decoder",
+                                  key=f"attention.layers[{i}].kind" if att.layers else "attention.kind",
+                                  value=a.kind, allowed=[k for k in ATTENTIONS.names()
+                                                         if not getattr(ATTENTIONS.get(k), "causal_only", False)],
+                                  has_value=True)
+        return
+    causal = [k for k in ATTENTIONS.names() if ATTENTIONS.get(k).supports_causal]
+    prompt, ctx = decode_lengths(cfg, seq_len)
+    for i in range(len(att.layers) or 1):
+        a = att.layer(i)
+        fam = ATTENTIONS.get(a.kind)
+        where = f"attention.layers[{i}].kind" if att.layers else "attention.kind"
+        if not fam.supports_causal:
+            raise ConfigError("a decoder needs a causal attention family", key=where, value=a.kind,
+                              allowed=causal, has_value=True)
+        if fam.needs_fixed_length and max(prompt, ctx) > seq_len:
+            key, val = ("deploy.context_len", ctx) if ctx >= prompt else ("deploy.prompt_len", prompt)
+            raise ConfigError(f"{a.kind} is built for a fixed length: the longest task sequence ({seq_len})",
+                              key=key, value=val, allowed=f"<= {seq_len}", has_value=True)
+
+
+def _target_of(kind: str) -> str:
+    """A task kind's target: its class attribute ``target`` if it has one, else its spec's with
+    the default options ('' when those cannot build a spec, e.g. a loader that needs a path)."""
+    task = TASKS.get(kind)
+    if isinstance(getattr(task, "target", None), str):
+        return task.target
+    try:
+        return task.spec(build_dataclass(task.options, {})).target
+    except Exception:  # e.g. a loader whose default options name no file
+        return ""
+
+
 def check_architecture(cfg: RunConfig) -> None:
     """Impossible combinations: heads must divide width; the family's knobs must fit."""
     m = cfg.model
@@ -615,6 +714,8 @@ def check_architecture(cfg: RunConfig) -> None:
                           key="attention.layers", value=f"{len(att.layers)} sections", allowed=[m.depth],
                           has_value=True)
     seq_len = max_seq_len(cfg)
+    check_decoder(cfg, seq_len)
+    seq_len = model_max_len(cfg, seq_len)
     for i in range(len(att.layers) or 1):
         a = att.layer(i)
         where = f"attention.layers[{i}].{a.kind}" if att.layers else f"attention.{a.kind}"

@@ -10,6 +10,8 @@ from typing import List, Type
 
 from ..registry import ATTENTIONS
 from .base import AttentionBase
+from .cache import LayerCache  # noqa: F401  (re-exported)
+from .rotary import Rotary  # noqa: F401  (re-exported)
 
 _REGISTRY = ATTENTIONS
 
@@ -41,3 +43,4 @@ from . import linear  # noqa: E402,F401
 from . import longformer  # noqa: E402,F401
 from . import synthesizer  # noqa: E402,F401
 from . import reformer  # noqa: E402,F401
+from . import sliding_window  # noqa: E402,F401

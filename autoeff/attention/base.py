@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .cache import LayerCache
 
 
 @dataclass
@@ -46,9 +47,16 @@ class AttentionBase(nn.Module):
     needs_fixed_length: bool = False
     #: honours a padding mask (padded tokens never influence real ones)
     supports_padding_mask: bool = True
-    #: takes ``causal=True`` (decoder-style); autoeff's encoders do not need it, and no family
-    #: registered here implements it yet
+    #: takes ``causal=True`` (decoder-style) and implements init_cache / forward_cached /
+    #: cache_bytes (docs/decoders.md §1)
     supports_causal: bool = False
+    #: what one decoding step costs: "kv", "window", "state" or "recompute" (None: not causal)
+    decode_cost: Optional[str] = None
+    #: the options have ``kv_heads`` (grouped-query attention: 0 = heads, else a divisor of heads)
+    supports_kv_heads: bool = False
+    #: only a causal form exists: ``forward`` is always causal, and a space refuses the family
+    #: in an encoder
+    causal_only: bool = False
     #: never materializes an N x N tensor
     subquadratic: bool = False
     #: how the layer's input/output projections are laid out, for weight sharing across families
@@ -78,6 +86,13 @@ class AttentionBase(nn.Module):
         self.max_len = max_len
         self.dropout = dropout
         self.layer = layer
+        #: rotary positions (attention.rotary.Rotary), set by a decoder on every layer
+        self.rotary = None
+        kvh = int(getattr(self.opts, "kv_heads", 0) or 0)
+        if kvh and (kvh < 0 or heads % kvh != 0):
+            raise ValueError(f"kv_heads ({kvh}) must divide heads ({heads})")
+        #: key/value heads (fewer than ``heads`` under grouped-query attention)
+        self.kv_heads = kvh or heads
 
     # ---- helpers shared by families -------------------------------------------------
     def split_heads(self, t: torch.Tensor) -> torch.Tensor:
@@ -88,13 +103,58 @@ class AttentionBase(nn.Module):
         b, h, n, dh = t.shape  # (B, H, N, Dh)
         return t.transpose(1, 2).reshape(b, n, h * dh)  # (B, N, D)
 
+    def rope(self, q: torch.Tensor, k: torch.Tensor, offset: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+        """q (B, H, N, Dh), k (B, Hk, N, Dh) rotated by absolute positions offset.. (no-op
+        without ``self.rotary``)."""
+        if self.rotary is None:
+            return q, k
+        return self.rotary.rotate(q, k, offset)
+
+    def expand_kv(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, Hk, L, Dh) -> (B, H, L, Dh): each key/value head serves heads // Hk query heads."""
+        rep = self.heads // t.shape[1]
+        return t if rep == 1 else t.repeat_interleave(rep, dim=1)
+
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
+
+    # ---- incremental decoding (causal families) ----------------------------------------
+    # The defaults below are the generic "recompute" form: the cache stores the layer's inputs
+    # so far, and each call re-runs forward(causal=True) over them (decode_cost "recompute").
+    def init_cache(self, batch: int, device=None, dtype=None) -> LayerCache:
+        if not self.supports_causal:
+            raise NotImplementedError(f"{self.name} is not causal: no incremental decoding")
+        dtype = dtype if dtype is not None else torch.get_default_dtype()
+        return LayerCache(0, x=torch.zeros(batch, 0, self.dim, device=device, dtype=dtype))
+
+    def forward_cached(self, x: torch.Tensor, cache: LayerCache) -> torch.Tensor:
+        t = x.shape[1]  # x (B, T, D)
+        ctx = torch.cat([cache["x"], x], dim=1)  # (B, L + T, D)
+        y = self(ctx, causal=True)[:, -t:]  # (B, T, D)
+        cache["x"] = ctx
+        cache.length += t
+        return y
+
+    def cache_bytes(self, batch: int, context: int, bytes_per_value: int) -> int:
+        """Size of the cache after ``context`` tokens (recompute: the stored inputs)."""
+        return batch * context * self.dim * bytes_per_value
 
     # ---- validation -----------------------------------------------------------------
     @classmethod
     def problems(cls, opts: Any, *, seq_len: int, width: int, heads: int) -> List[Problem]:
         """Return what is impossible about these options at this size (override per family)."""
+        return []
+
+    @classmethod
+    def kv_heads_problems(cls, opts: Any, heads: int) -> List[Problem]:
+        """``kv_heads`` must be 0 (= heads) or a divisor of heads."""
+        kvh = getattr(opts, "kv_heads", 0)
+        if kvh is None or kvh == 0:
+            return []
+        divisors = [d for d in range(1, heads + 1) if heads % d == 0]
+        if kvh < 0 or heads % kvh != 0:
+            return [("kv_heads", kvh, f"must divide model.heads ({heads})",
+                     "0 (= heads) or one of " + ", ".join(map(str, divisors)))]
         return []
 
     @classmethod

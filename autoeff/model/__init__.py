@@ -1,16 +1,18 @@
-"""Models built from a RunConfig: one shared encoder, a per-task input adapter and head."""
+"""Models built from a RunConfig: one shared encoder, a per-task input adapter and head; or, with
+``model.arch: decoder``, a causal language model (model/decoder.py, docs/decoders.md)."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from ..config import RunConfig, TaskSpec, task_spec
 from .adapters import ClassifierHead, InputAdapter
+from .decoder import DecoderLM
 from .encoder import Encoder
 
-__all__ = ["AutoEffModel", "build_model", "example_inputs"]
+__all__ = ["AutoEffModel", "DecoderLM", "build_model", "example_inputs"]
 
 
 class AutoEffModel(nn.Module):
@@ -52,16 +54,20 @@ class AutoEffModel(nn.Module):
         return self.heads[task](self.encode(x, mask, task))  # (B, C)
 
 
-def build_model(cfg: RunConfig, specs: Optional[Sequence[TaskSpec]] = None) -> AutoEffModel:
-    """Build the model a RunConfig describes (untrained). ``specs`` default to the config's tasks."""
+def build_model(cfg: RunConfig, specs: Optional[Sequence[TaskSpec]] = None) -> Union[AutoEffModel, "DecoderLM"]:
+    """Build the model a RunConfig describes (untrained): an :class:`AutoEffModel` (encoder) or, for
+    ``model.arch: decoder``, a :class:`DecoderLM`. ``specs`` default to the config's tasks."""
     if specs is None:
         specs = [task_spec(t) for t in cfg.tasks]
     torch.manual_seed(cfg.train.seed)
+    if cfg.model.arch == "decoder":
+        return DecoderLM(cfg, specs)
     return AutoEffModel(cfg, specs)
 
 
 def example_inputs(spec: TaskSpec, batch: int, device="cpu", seed: int = 0):
-    """Random full-length inputs of a task's shape (for latency and memory measurement)."""
+    """Random full-length inputs of a task's shape (for latency and memory measurement); token
+    ids are in [1, vocab_size) for class- and token-target tasks alike."""
     g = torch.Generator().manual_seed(seed)
     lead = (batch, 2) if spec.pair else (batch,)
     if spec.input_kind == "tokens":

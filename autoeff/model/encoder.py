@@ -27,9 +27,16 @@ class Block(nn.Module):
         self.ffn = FeedForward(dim, hidden, dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x), mask))  # (B, N, D)
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor], causal: bool = False) -> torch.Tensor:
+        # families without causal support take no ``causal`` argument (attention/base.py)
+        a = self.attn(self.norm1(x), mask, causal=True) if causal else self.attn(self.norm1(x), mask)  # (B, N, D)
+        x = x + self.drop(a)  # (B, N, D)
         return x + self.drop(self.ffn(self.norm2(x)))  # (B, N, D)
+
+    def forward_cached(self, x: torch.Tensor, cache) -> torch.Tensor:
+        """x (B, T, D) continuing the sequence held by ``cache`` (docs/decoders.md section 1)."""
+        x = x + self.drop(self.attn.forward_cached(self.norm1(x), cache))  # (B, T, D)
+        return x + self.drop(self.ffn(self.norm2(x)))  # (B, T, D)
 
 
 def ffn_hidden(width: int, ffn_mult: float) -> int:
@@ -38,7 +45,8 @@ def ffn_hidden(width: int, ffn_mult: float) -> int:
 
 
 class Encoder(nn.Module):
-    """depth x Block, then a final LayerNorm. Positions are added by the input adapters.
+    """depth x Block, then a final LayerNorm. Positions are added by the input adapters (encoders)
+    or by rotary embeddings inside the attention (decoders, ``causal=True``).
 
     ``attention`` is one (family, options) pair per layer: the same for every layer, or each
     layer its own (hybrid models).
@@ -61,7 +69,7 @@ class Encoder(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.max_len = max_len
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, causal: bool = False) -> torch.Tensor:
         for blk in self.blocks:
-            x = blk(x, mask)  # (B, N, D)
+            x = blk(x, mask, causal)  # (B, N, D)
         return self.norm(x)

@@ -49,13 +49,13 @@ def load_task(task_cfg, data_dir: str = "", say: Optional[Callable[[str], None]]
     opts = task_cfg.options_typed()
     spec = task_spec(task_cfg)
     if not cls.cacheable:
-        return TaskData(spec, cls.build(opts))
+        return TaskData(spec, cls.build(opts), cls.info(opts))
     key = content_hash(cls.fingerprint(opts))
     path = cache_dir(data_dir) / "tasks" / f"{cls.kind}-{key}.pt"
     if path.exists():
         try:
             blob = torch.load(path, weights_only=True)
-            return TaskData(spec, {s: Split(*blob[s]) for s in SPLITS})
+            return TaskData(spec, {s: Split(*blob[s]) for s in SPLITS}, blob.get("info", {}))
         except Exception as e:  # a corrupt cache file is rebuilt, never trusted
             log.warning("ignoring unreadable task cache %s (%s)", path, e)
     t0 = time.perf_counter()
@@ -63,14 +63,15 @@ def load_task(task_cfg, data_dir: str = "", say: Optional[Callable[[str], None]]
         say(f"generating task {spec.name} ({cls.kind}, {spec.seq_len} positions): first use on this machine, "
             f"cached afterwards at {path.parent}")
     splits = cls.build(opts)
+    info = cls.info(opts)
     if say is not None:
         say(f"    task {spec.name} generated in {time.perf_counter() - t0:.0f} s")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
-    torch.save({s: (sp.x, sp.mask, sp.y) for s, sp in splits.items()}, tmp)
+    torch.save({**{s: (sp.x, sp.mask, sp.y) for s, sp in splits.items()}, "info": info}, tmp)
     os.replace(tmp, path)  # atomic: concurrent trials never read half a file
-    return TaskData(spec, splits)
+    return TaskData(spec, splits, info)
 
 
 # one import line per task -----------------------------------------------------------
@@ -85,3 +86,5 @@ from . import image  # noqa: E402,F401
 from . import pathfinder  # noqa: E402,F401
 from . import speech  # noqa: E402,F401
 from . import retrieval  # noqa: E402,F401
+from . import lm_text  # noqa: E402,F401
+from . import mqar  # noqa: E402,F401

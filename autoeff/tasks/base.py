@@ -10,7 +10,12 @@ Split tensors:
   tokens:   x (n, L) int64, 0 = padding;      mask (n, L) bool, True at real tokens
   features: x (n, L, F) float32;              mask (n, L) bool
   pair tasks add a leading axis of 2 after n: x (n, 2, L[, F]), mask (n, 2, L)
-  y (n,) int64 class index
+  y (n,) int64 class index (``TaskSpec.target == "class"``)
+  token targets (``TaskSpec.target == "token"``, docs/decoders.md §2): y (n, L) int64, the id each
+  position must predict, -100 where nothing is scored
+
+``TaskData.info`` carries what identifies the data beyond the options (e.g. ``lm_text``'s corpus
+file list and hash); a task fills it from ``Task.info`` and the cache stores it with the splits.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict
 
@@ -45,10 +50,14 @@ class Split:
 class TaskData:
     spec: TaskSpec
     splits: Dict[str, Split]
+    #: plain values (str, numbers, lists, dicts) that identify the data, stored with it in the cache
+    info: Dict[str, Any] = field(default_factory=dict)
 
     def majority_accuracy(self, split: str = "val") -> float:
-        y = self.splits[split].y
-        return float(torch.bincount(y).max().item() / max(1, len(y)))
+        """Accuracy of always answering the most frequent target (token targets: over scored positions)."""
+        y = self.splits[split].y.reshape(-1)
+        y = y[y >= 0]
+        return float(torch.bincount(y).max().item() / len(y)) if len(y) else 0.0
 
 
 class Task:
@@ -68,6 +77,11 @@ class Task:
     @classmethod
     def build(cls, opts) -> Dict[str, Split]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @classmethod
+    def info(cls, opts) -> Dict[str, Any]:
+        """Plain values recorded with the built data (``TaskData.info``); empty by default."""
+        return {}
 
     @classmethod
     def check_options(cls, opts, key: str) -> None:

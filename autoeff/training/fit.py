@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from typing import Callable, ContextManager, Dict, List, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ..compress.distill import SoftTargets
@@ -17,7 +19,7 @@ from ..config import TrainConfig
 from ..model import AutoEffModel
 from ..tasks.base import TaskData
 from .data import MixedTaskBatches, eval_batches
-from .module import AutoEffLightning
+from .module import IGNORE, AutoEffLightning
 
 ProgressFn = Callable[[int, int, float], None]  # (step, max_steps, last loss)
 #: (rung index from 1, step, validation accuracy per task) -> continue training?
@@ -165,20 +167,50 @@ def fit(model: AutoEffModel, tasks: Sequence[TaskData], cfg: TrainConfig, *, wei
     return result
 
 
-@torch.inference_mode()
 def evaluate(model: AutoEffModel, tasks: Sequence[TaskData], split: str = "val", *,
              batch_size: int = 64, max_batches: int = 0) -> Dict[str, float]:
-    """Accuracy of ``model`` on ``split`` of every task, keyed by task name."""
+    """Accuracy of ``model`` on ``split`` of every task, keyed by task name (token targets: over
+    the scored positions, see :func:`evaluate_tasks`)."""
+    scores = evaluate_tasks(model, tasks, split, batch_size=batch_size, max_batches=max_batches)
+    return {name: s["accuracy"] for name, s in scores.items()}
+
+
+@torch.inference_mode()
+def evaluate_tasks(model: AutoEffModel, tasks: Sequence[TaskData], split: str = "val", *,
+                   batch_size: int = 64, max_batches: int = 0) -> Dict[str, Dict[str, float]]:
+    """Scores of ``model`` on ``split`` of every task, keyed by task name: ``accuracy`` for every
+    task; for token-target tasks (docs/decoders.md section 2) accuracy and ``loss`` (mean
+    cross-entropy in nats) are over the scored positions (y != -100) of the whole split, and where
+    the task has ``bytes_per_token`` > 0 also ``bpb = loss / ln 2 / bytes_per_token``."""
     was_training = model.training
     model.eval()
-    out: Dict[str, float] = {}
+    out: Dict[str, Dict[str, float]] = {}
     device = next(model.parameters()).device
     for t in tasks:
         correct = total = 0
+        nats = 0.0
+        token = t.spec.target == "token"
         for b in eval_batches(t, split, batch_size, max_batches):
-            logits = model(b["x"].to(device), b["mask"].to(device), t.spec.name)
-            correct += int((logits.argmax(-1).cpu() == b["y"]).sum())
-            total += int(b["y"].numel())
-        out[t.spec.name] = correct / max(1, total)
+            logits = model(b["x"].to(device), b["mask"].to(device), t.spec.name)  # (B, C) or (B, N, V)
+            y = b["y"].to(device)
+            if token:
+                scored = y != IGNORE  # (B, N)
+                correct += int((logits.argmax(-1) == y)[scored].sum())
+                total += int(scored.sum())
+                nats += float(F.cross_entropy(logits[scored].float(), y[scored], reduction="sum"))
+            else:
+                correct += int((logits.argmax(-1) == y).sum())
+                total += int(y.numel())
+        scores = {"accuracy": correct / max(1, total)}
+        if token:
+            scores["loss"] = nats / max(1, total)
+            if t.spec.bytes_per_token > 0:
+                scores["bpb"] = bits_per_byte(scores["loss"], t.spec.bytes_per_token)
+        out[t.spec.name] = scores
     model.train(was_training)
     return out
+
+
+def bits_per_byte(loss_nats: float, bytes_per_token: float) -> float:
+    """Bits per byte from a mean cross-entropy per token in nats: loss / ln 2 / bytes_per_token."""
+    return loss_nats / math.log(2) / bytes_per_token

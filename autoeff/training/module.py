@@ -13,9 +13,18 @@ from ..config import TrainConfig
 from ..model import AutoEffModel
 
 
+IGNORE = -100  # token targets: y where nothing is scored (docs/decoders.md section 2)
+
+
+def token_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of logits (B, N, V) against y (B, N) over the positions where y != -100."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1), ignore_index=IGNORE)
+
+
 class AutoEffLightning(pl.LightningModule):
-    """Cross-entropy on each batch's task (plus a distillation loss with a teacher's soft targets);
-    AdamW with linear warm-up and cosine decay."""
+    """Cross-entropy on each batch's task (plus a distillation loss with a teacher's soft targets;
+    token-target tasks: next-token cross-entropy over the scored positions); AdamW with linear
+    warm-up and cosine decay."""
 
     def __init__(self, model: AutoEffModel, train_cfg: TrainConfig, distill: Optional[SoftTargets] = None):
         super().__init__()
@@ -30,8 +39,12 @@ class AutoEffLightning(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         task = batch["task"]
-        logits = self.model(batch["x"], batch["mask"], task)  # (B, C)
-        if self.distill is None:
+        logits = self.model(batch["x"], batch["mask"], task)  # (B, C), or (B, N, V) for token targets
+        if logits.dim() == 3:  # next-token cross-entropy over the scored positions (docs/decoders.md)
+            if self.distill is not None:
+                raise NotImplementedError("distillation is not implemented for decoders")
+            loss = token_loss(logits, batch["y"])
+        elif self.distill is None:
             loss = F.cross_entropy(logits, batch["y"])
         else:
             d = self.distill

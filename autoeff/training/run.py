@@ -16,7 +16,7 @@ from ..config import RunConfig, aggregate, save_config, task_spec
 from ..model import AutoEffModel, build_model
 from ..tasks import load_task
 from ..tasks.base import TaskData
-from .fit import FitResult, Guard, ProgressFn, evaluate, fit
+from .fit import FitResult, Guard, ProgressFn, evaluate, evaluate_tasks, fit
 from .teacher import load_or_train_teacher
 
 #: (rung index from 1, step, aggregated validation accuracy, per task) -> continue training?
@@ -72,9 +72,12 @@ def train_and_evaluate(model: AutoEffModel, data: Sequence[TaskData], cfg: RunCo
                                       step_guard=step_guard))
     t0 = time.perf_counter()
     with guard():
-        val = evaluate(model, data, "val", max_batches=cfg.train.val_batches)
-        test = evaluate(model, data, "test")
+        val_scores = evaluate_tasks(model, data, "val", max_batches=cfg.train.val_batches)
+        test_scores = evaluate_tasks(model, data, "test")
     eval_s = time.perf_counter() - t0 + fr.eval_seconds
+    val = {k: s["accuracy"] for k, s in val_scores.items()}
+    test = {k: s["accuracy"] for k, s in test_scores.items()}
+    metrics.update(lm_metrics(val_scores, test_scores, weights))
     metrics.update({"accuracy": aggregate(val, rule, weights), "test_accuracy": aggregate(test, rule, weights)})
     for t in data:
         n = t.spec.name
@@ -124,6 +127,24 @@ def compress_trained(model: AutoEffModel, data: Sequence[TaskData], cfg: RunConf
     return out
 
 
+def lm_metrics(val: Mapping[str, Mapping[str, float]], test: Mapping[str, Mapping[str, float]],
+               weights: Mapping[str, float]) -> Dict[str, float]:
+    """Language-model figures of token-target tasks (docs/decoders.md section 4): ``val_loss.<task>``
+    and ``test_loss.<task>`` (nats per scored token), ``bpb.<task>`` / ``test_bpb.<task>`` for tasks
+    with bytes per token, and ``bpb`` / ``test_bpb``: the task-weighted mean over those tasks."""
+    out: Dict[str, float] = {}
+    for prefix, scores in (("", val), ("test_", test)):
+        bpb = {}
+        for name, s in scores.items():
+            if "loss" in s:
+                out[f"{prefix or 'val_'}loss.{name}"] = s["loss"]
+            if "bpb" in s:
+                out[f"{prefix}bpb.{name}"] = bpb[name] = s["bpb"]
+        if bpb:
+            out[f"{prefix}bpb"] = aggregate(bpb, "weighted", weights)
+    return out
+
+
 def _rung_metrics(fr: FitResult, rule: str, weights: Mapping[str, float]) -> Dict[str, float]:
     """``rung_accuracy.<i>``, ``rung_steps.<i>`` (and ``stopped_at_rung``) from a fit."""
     out: Dict[str, float] = {}
@@ -157,7 +178,7 @@ def train_config(cfg: RunConfig, out_dir: str, *, log: Callable[[str], None] = p
     data = [load_task(t, cfg.data_dir, log) for t in cfg.tasks]
     model = build_model(cfg, specs)
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"training {cfg.attention.kind} encoder ({n_params:,} parameters) for {cfg.train.max_steps} steps")
+    log(f"training {cfg.attention.kind} {cfg.model.arch} ({n_params:,} parameters) for {cfg.train.max_steps} steps")
     if cfg.compress.active or cfg.compress.distill:
         c = cfg.compress
         log(f"compression: {c.bits} bits" + (f", {c.prune} pruning at {c.sparsity:g}" if c.prune != "none" else "")

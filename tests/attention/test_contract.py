@@ -22,7 +22,8 @@ DIM, HEADS, MAX_LEN, BATCH = 32, 4, 64, 2
 LENGTHS = (MAX_LEN, 61, 37, 7)  # max_len, not a multiple of anything, shorter, very short
 
 VARIANTS = {
-    "full": [{}],
+    "full": [{}, {"kv_heads": 2}],
+    "sliding_window": [{"window": 8}, {"window": 16, "kv_heads": 1}],
     "linformer": [{"rank": 16}, {"rank": 16, "share_kv": True}],
     "linear": [{"feature_map": "elu"}, {"feature_map": "favor", "features": 16}],
     "synthesizer": [{"mode": m, "rank": 8, "mix": mix} for m in ("dense", "random", "factorized")
@@ -33,6 +34,8 @@ VARIANTS = {
 
 # options each family must reject at seq_len=MAX_LEN: (options, the key that is wrong)
 IMPOSSIBLE = {
+    "full": [({"kv_heads": 3}, "kv_heads")],
+    "sliding_window": [({"window": 0}, "window"), ({"window": MAX_LEN + 1}, "window"), ({"kv_heads": 3}, "kv_heads")],
     "linformer": [({"rank": MAX_LEN + 1}, "rank"), ({"rank": 0}, "rank")],
     "linear": [({"feature_map": "relu"}, "feature_map"), ({"feature_map": "favor", "features": 0}, "features")],
     "synthesizer": [({"mode": "factorized", "rank": MAX_LEN + 1}, "rank"), ({"mode": "conv"}, "mode")],
