@@ -16,8 +16,10 @@ Entries (the decoder stack is the same for all: ``--width``, ``--depth``, ``--he
   autoeff decoders (``model.arch: decoder``);
 * Hugging Face: ``hf_full`` (``LlamaForCausalLM``) and ``hf_sliding_window``
   (``MistralForCausalLM`` with ``sliding_window = --window``), built from a config object of the
-  same width, depth, heads, kv_heads, MLP size and vocabulary (nothing is downloaded), each
-  with its own ``DynamicCache``. HF's sliding-window cache keeps ``window - 1`` tokens.
+  same width, depth, heads, kv_heads and vocabulary, tied embeddings, an MLP of the same weight
+  count (SwiGLU with 2/3 of our GELU MLP's hidden units), nothing downloaded, each with its own
+  ``DynamicCache``. HF's sliding-window cache keeps ``window - 1`` tokens, ours ``window``.
+  (The blocks still differ in small ways: RMSNorm vs LayerNorm, no biases in Llama.)
 
 Ratios ours / HF (decode, prefill, cache) and the issue's targets are computed from the same
 run: our full attention decodes no slower than transformers' (within 10%) at every context;
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import datetime as _dt
 import inspect
 import json
@@ -119,7 +122,7 @@ def _family_options(kind: str, args) -> Dict[str, Any]:
     from ..attention import get_attention
 
     fam = get_attention(kind)
-    names = {f.name for f in __import__("dataclasses").fields(fam.options)}
+    names = {f.name for f in dataclasses.fields(fam.options)}
     opts: Dict[str, Any] = {}
     if "kv_heads" in names and args.kv_heads:
         opts["kv_heads"] = args.kv_heads
@@ -128,29 +131,31 @@ def _family_options(kind: str, args) -> Dict[str, Any]:
     return opts
 
 
-def decoder_config(kinds: Sequence[str], args):
+def decoder_config(kinds: Sequence[str], args, max_context: int):
     """The RunConfig of one of our decoders (``model.arch: decoder``, one family per layer)."""
-    from ..config import parse_run_config
+    from ..config import AttentionConfig, DeployConfig, ModelConfig, RunConfig, TrainConfig
 
-    data = {
-        "model": {"arch": "decoder", "depth": len(kinds), "width": args.width, "heads": args.heads,
-                  "ffn_mult": args.ffn_mult, "dropout": 0.0},
-        "attention": {"layers": [{"kind": k, **({k: o} if (o := _family_options(k, args)) else {})}
-                                 for k in kinds]},
-        "train": {"seed": args.seed},
-    }
-    return parse_run_config(data, file="autoeff bench decode")
+    return RunConfig(
+        model=ModelConfig(arch="decoder", depth=len(kinds), width=args.width, heads=args.heads,
+                          ffn_mult=args.ffn_mult, dropout=0.0),
+        attention=AttentionConfig(layers=[AttentionConfig(kind=k, options={k: _family_options(k, args)})
+                                          for k in kinds]),
+        train=TrainConfig(seed=args.seed),
+        deploy=DeployConfig(batch_size=args.batch, prompt_len=max_context, context_len=max_context),
+    )
 
 
-def build_ours(kinds: Sequence[str], args) -> nn.Module:
-    """One of our decoders (docs/decoders.md §3) with random weights."""
-    from ..model import decoder as dec  # the decoder model (docs/decoders.md §3)
+def build_ours(kinds: Sequence[str], args, max_context: int) -> nn.Module:
+    """One of our decoders (docs/decoders.md §3, ``DecoderLM``) with random weights, over one
+    byte-level LM task of ``--vocab`` ids."""
+    from ..config import TaskSpec
+    from ..model.decoder import DecoderLM
 
-    cfg = decoder_config(kinds, args)
+    cfg = decoder_config(kinds, args, max_context)
+    spec = TaskSpec(input_kind="tokens", seq_len=max_context, num_classes=0, vocab_size=args.vocab,
+                    name="lm", target="token", bytes_per_token=1.0)
     torch.manual_seed(args.seed)
-    if hasattr(dec, "build_decoder"):
-        return dec.build_decoder(cfg, vocab_size=args.vocab)
-    return dec.DecoderLM(cfg, vocab_size=args.vocab)
+    return DecoderLM(cfg, [spec])
 
 
 class HFCache:
@@ -215,7 +220,10 @@ def build_hf(arch: str, args, max_positions: int) -> HFDecoder:
     """LlamaForCausalLM / MistralForCausalLM from a config of our sizes, random weights."""
     import transformers
 
-    common = dict(vocab_size=args.vocab, hidden_size=args.width, intermediate_size=int(args.ffn_mult * args.width),
+    # our blocks' MLP is Linear-GELU-Linear with ffn_mult x width hidden units; Llama's is SwiGLU
+    # (three matrices): 2/3 of the hidden units give it the same weights and FLOPs per token
+    inter = max(1, int(round(2 * args.ffn_mult * args.width / 3)))
+    common = dict(vocab_size=args.vocab, hidden_size=args.width, intermediate_size=inter,
                   num_hidden_layers=args.depth, num_attention_heads=args.heads,
                   num_key_value_heads=args.kv_heads or args.heads, max_position_embeddings=max_positions,
                   tie_word_embeddings=True, attn_implementation="sdpa")
@@ -249,12 +257,13 @@ def _error_text(e: BaseException) -> str:
 
 
 def _entries(args, families: List[str], contexts: List[int], builder) -> List[Entry]:
-    entries = [Entry(f, "autoeff", (lambda f=f: builder(OURS[f](args.depth), args))) for f in families]
+    longest = max(contexts)
+    entries = [Entry(f, "autoeff", (lambda f=f: builder(OURS[f](args.depth), args, longest))) for f in families]
     if not args.no_hf:
         for label, (twin, arch) in HF.items():
             if twin in families:
                 entries.append(Entry(label, "transformers",
-                                     (lambda arch=arch: build_hf(arch, args, max(contexts) + 64))))
+                                     (lambda arch=arch: build_hf(arch, args, longest + 64))))
     return entries
 
 

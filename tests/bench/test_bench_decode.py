@@ -96,7 +96,7 @@ class _StandIn(nn.Module):
 
 
 def _builder():
-    return None if _real_decoder_available() else (lambda kinds, args: _StandIn(kinds, args))
+    return None if _real_decoder_available() else (lambda kinds, args, max_context: _StandIn(kinds, args))
 
 
 def test_every_cell_is_produced(tmp_path, capsys):
@@ -132,8 +132,33 @@ def test_every_cell_is_produced(tmp_path, capsys):
     assert "decode_ms" in capsys.readouterr().out
 
 
+def test_our_decoders_against_transformers(tmp_path):
+    """The real DecoderLM for the families that decode today, next to Llama/Mistral."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("autoeff.model.decoder")
+    from autoeff.attention import get_attention, list_attentions
+
+    fams = [f for f in ("full", "sliding_window", "gated_deltanet", "linear")
+            if f in list_attentions() and getattr(get_attention(f), "supports_causal", False)]
+    if "full" not in fams:
+        pytest.skip("no causal full attention yet")
+    out = tmp_path / "real"
+    rc = bench.main([*TINY, "--families", ",".join(fams), "--no-plot", "--out", str(out)])
+    doc = json.loads((out / "results.json").read_text())
+    bad = [(r["label"], r["context"], r["status"]) for r in doc["rows"] if r["status"] != "ok"]
+    assert not bad, bad
+    assert rc == 0
+    by = {(r["label"], r["context"]): r for r in doc["rows"]}
+    # the same K/V shapes on both sides: equal full-attention caches
+    for c in (48, 64):
+        assert by[("full", c)]["cache_mb"] == pytest.approx(by[("hf_full", c)]["cache_mb"])
+    if "sliding_window" in fams:  # ours keeps the window, HF window - 1 tokens
+        assert by[("sliding_window", 64)]["cache_mb"] == pytest.approx(
+            by[("hf_sliding_window", 64)]["cache_mb"] * 24 / 23)
+
+
 def test_failing_cells_fail_the_bench(tmp_path):
-    def broken(kinds, args):
+    def broken(kinds, args, max_context):
         raise RuntimeError("no decoder here")
 
     out = tmp_path / "b"
