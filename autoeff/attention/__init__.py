@@ -44,3 +44,4 @@ from . import longformer  # noqa: E402,F401
 from . import synthesizer  # noqa: E402,F401
 from . import reformer  # noqa: E402,F401
 from . import sliding_window  # noqa: E402,F401
+from . import gated_deltanet  # noqa: E402,F401

@@ -43,7 +43,17 @@ a query far from all keys is below fp16's smallest normal number), and the outpu
 Without this, fp16 outputs were 0/0 = NaN or overflowed at widths of 64 and more.
 
 Attention dropout does not apply (there are no attention weights to drop); the encoder's
-residual dropout still applies. Causal use is not supported (autoeff's encoders do not need it).
+residual dropout still applies.
+
+Causal form (``forward(causal=True)``, Katharopoulos et al. 2020 section 3.4): y_i uses
+S_i = sum_{j<=i} phi(k_j) v_j^T and z_i = sum_{j<=i} phi(k_j), computed in blocks of ``chunk``
+tokens: inside a block the (chunk x chunk) masked products phi_q phi_k^T, across blocks the
+running state, so memory stays linear in N. Decoding keeps that state, (F x Dh) plus z (F) per
+head in fp32 (decode_cost "state"); a decoding step is the same routine on a block of one.
+FAVOR+ stabilizers in the causal form: the per-query max as above, and for keys the constant
+max_i |w_i|^2 / 2, an upper bound of every key exponent (w.x' - |x'|^2/2 <= |w|^2/2) that does
+not depend on the data, so forward and decoding use the same features exactly (no running max
+to rescale).
 """
 from __future__ import annotations
 
@@ -56,6 +66,7 @@ from torch import nn
 
 from . import register_attention
 from .base import AttentionBase
+from .cache import LayerCache
 
 FEATURE_MAPS = ("elu", "favor")
 
@@ -68,6 +79,7 @@ class LinearOptions:
     feature_map: str = "elu"  # elu (elu+1, Katharopoulos 2020) | favor (Performer FAVOR+)
     features: int = 256  # favor: random features per head (m); unused by elu
     redraw_interval: int = 0  # favor: redraw the features every n training passes; 0 = never
+    chunk: int = 64  # causal form: tokens per block (intra-block products are chunk x chunk)
 
 
 def orthogonal_gaussian(m: int, d: int, *, dtype=torch.float32) -> torch.Tensor:
@@ -130,6 +142,8 @@ class LinearAttention(AttentionBase):
 
     options = LinearOptions
     subquadratic = True
+    supports_causal = True
+    decode_cost = "state"
 
     def __init__(self, dim, heads, opts=None, **kw):
         super().__init__(dim, heads, opts, **kw)
@@ -147,7 +161,65 @@ class LinearAttention(AttentionBase):
         if self.omega is not None:
             self.omega.copy_(orthogonal_gaussian(self.omega.shape[0], self.head_dim, dtype=self.omega.dtype))
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    # ---- causal form and decoding ---------------------------------------------------
+    def _features(self, x: torch.Tensor, mask: Optional[torch.Tensor]):
+        """phi(q), phi(k) (B, H, T, F) and v (B, H, T, Dh), fp32; padded keys get phi = 0."""
+        b, t, d = x.shape
+        acc = torch.float32
+        q, k, v = self.qkv(x).to(acc).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, Dh)
+        if self.opts.feature_map == "favor":
+            omega = self.omega.to(acc)  # (m, Dh)
+            eq = favor_exponent(q.contiguous(), omega)  # (B, H, T, m)
+            ek = favor_exponent(k.contiguous(), omega)
+            phq = torch.exp(eq - eq.detach().amax(dim=-1, keepdim=True))  # per-query max: cancels
+            phk = torch.exp(ek - 0.5 * omega.square().sum(-1).amax())  # data-free bound: <= 1
+        else:
+            phq, phk = EluPlusOne.apply(q), EluPlusOne.apply(k)  # (B, H, T, Dh)
+        if mask is not None:
+            phk = phk * mask[:, None, :, None].to(acc)
+        return phq, phk, v
+
+    def _causal(self, phq, phk, v, S, z):
+        """Blocked causal linear attention from state S (B, H, F, Dh), z (B, H, F).
+        Returns (B, H, T, Dh) and the new S, z."""
+        t = phq.shape[2]
+        c = max(1, min(self.opts.chunk, t))
+        tri = torch.ones(c, c, dtype=torch.bool, device=phq.device).tril()
+        outs = []
+        for s0 in range(0, t, c):
+            s1 = min(t, s0 + c)
+            pq, pk, vc = phq[:, :, s0:s1], phk[:, :, s0:s1], v[:, :, s0:s1]  # (B, H, c, .)
+            a = (pq @ pk.transpose(-1, -2)).masked_fill(~tri[:s1 - s0, :s1 - s0], 0.0)  # (B, H, c, c)
+            num = a @ vc + pq @ S  # (B, H, c, Dh)
+            den = a.sum(-1) + (pq * z[:, :, None, :]).sum(-1)  # (B, H, c)
+            outs.append(num / den.clamp_min(torch.finfo(den.dtype).tiny)[..., None])
+            S = S + pk.transpose(-1, -2) @ vc  # (B, H, F, Dh)
+            z = z + pk.sum(2)  # (B, H, F)
+        return torch.cat(outs, dim=2), S, z  # (B, H, T, Dh)
+
+    def _nfeatures(self) -> int:
+        return self.opts.features if self.opts.feature_map == "favor" else self.head_dim
+
+    def _read_out(self, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+        return self.out(self.merge_heads(o).to(x.dtype))  # (B, T, D)
+
+    def init_cache(self, batch: int, device=None, dtype=None) -> LayerCache:
+        f = self._nfeatures()
+        return LayerCache(0, S=torch.zeros(batch, self.heads, f, self.head_dim, device=device, dtype=torch.float32),
+                          z=torch.zeros(batch, self.heads, f, device=device, dtype=torch.float32))
+
+    def forward_cached(self, x: torch.Tensor, cache: LayerCache) -> torch.Tensor:
+        phq, phk, v = self._features(x, None)
+        o, cache["S"], cache["z"] = self._causal(phq, phk, v, cache["S"], cache["z"])  # (B, H, T, Dh)
+        cache.length += x.shape[1]
+        return self._read_out(x, o)
+
+    def cache_bytes(self, batch: int, context: int, bytes_per_value: int) -> int:
+        """The fp32 state S (F x Dh) and normalizer z (F) per head, whatever the context."""
+        f = self._nfeatures()
+        return batch * self.heads * (f * self.head_dim + f) * 4
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, causal: bool = False) -> torch.Tensor:
         b, n, d = x.shape  # (B, N, D)
         h, dh = self.heads, self.head_dim
         favor = self.opts.feature_map == "favor"
@@ -155,6 +227,12 @@ class LinearAttention(AttentionBase):
             if self._calls > 0 and self._calls % self.opts.redraw_interval == 0:
                 self.redraw_features()
             self._calls += 1
+        if causal:
+            phq, phk, v = self._features(x, mask)  # (B, H, N, F), (B, H, N, Dh)
+            f = phq.shape[-1]
+            S = phq.new_zeros(b, h, f, dh)
+            o, _, _ = self._causal(phq, phk, v, S, phq.new_zeros(b, h, f))  # (B, H, N, Dh)
+            return self._read_out(x, o)  # (B, N, D)
         # feature maps, state and normalizer in fp32 for half-precision inputs (see the module doc)
         acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
         omega = self.omega.to(acc) if favor else None  # (m, Dh)
@@ -254,4 +332,6 @@ class LinearAttention(AttentionBase):
             out.append(("features", opts.features, "must be >= 1", ">= 1"))
         if opts.redraw_interval < 0:
             out.append(("redraw_interval", opts.redraw_interval, "must be >= 0", ">= 0 (0 = never redraw)"))
+        if opts.chunk < 1:
+            out.append(("chunk", opts.chunk, "must be >= 1", "1..256"))
         return out

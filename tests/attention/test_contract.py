@@ -24,6 +24,7 @@ LENGTHS = (MAX_LEN, 61, 37, 7)  # max_len, not a multiple of anything, shorter, 
 VARIANTS = {
     "full": [{}, {"kv_heads": 2}],
     "sliding_window": [{"window": 8}, {"window": 16, "kv_heads": 1}],
+    "gated_deltanet": [{"chunk_size": 16}, {"chunk_size": 64, "conv_size": 2}],
     "linformer": [{"rank": 16}, {"rank": 16, "share_kv": True}],
     "linear": [{"feature_map": "elu"}, {"feature_map": "favor", "features": 16}],
     "synthesizer": [{"mode": m, "rank": 8, "mix": mix} for m in ("dense", "random", "factorized")
@@ -35,6 +36,7 @@ VARIANTS = {
 # options each family must reject at seq_len=MAX_LEN: (options, the key that is wrong)
 IMPOSSIBLE = {
     "full": [({"kv_heads": 3}, "kv_heads")],
+    "gated_deltanet": [({"chunk_size": 0}, "chunk_size"), ({"conv_size": 0}, "conv_size")],
     "sliding_window": [({"window": 0}, "window"), ({"window": MAX_LEN + 1}, "window"), ({"kv_heads": 3}, "kv_heads")],
     "linformer": [({"rank": MAX_LEN + 1}, "rank"), ({"rank": 0}, "rank")],
     "linear": [({"feature_map": "relu"}, "feature_map"), ({"feature_map": "favor", "features": 0}, "features")],
@@ -93,7 +95,8 @@ def test_options_are_valid_at_test_size(name, ov):
     fam = get_attention(name)
     assert fam.problems(_options(name, ov), seq_len=MAX_LEN, width=DIM, heads=HEADS) == []
     assert fam.name == name and issubclass(fam, autoeff.attention.AttentionBase)
-    for flag in ("needs_fixed_length", "supports_padding_mask", "supports_causal", "subquadratic"):
+    for flag in ("needs_fixed_length", "supports_padding_mask", "supports_causal", "subquadratic",
+                 "supports_kv_heads", "causal_only"):
         assert isinstance(getattr(fam, flag), bool)
 
 
@@ -222,9 +225,14 @@ def test_padding_never_changes_real_outputs(name, ov, n, scattered):
     assert torch.isfinite(y).all() and torch.isfinite(y2).all()
     torch.testing.assert_close(y[mask], y2[mask], rtol=1e-4, atol=1e-5)
     # and the padding did change something, so the comparison above is not vacuous for the real rows
+    # (a causal-only family: only real rows after a padded one can see it)
     with torch.no_grad():
         y_nomask = m(x2)
-    assert not torch.allclose(y_nomask[1][mask[1]], y2[1][mask[1]], atol=1e-4)
+    rows = mask[1].clone()
+    if get_attention(name).causal_only:
+        rows &= (~mask[1]).long().cumsum(0) > 0
+    if rows.any():
+        assert not torch.allclose(y_nomask[1][rows], y2[1][rows], atol=1e-4)
 
 
 @pytest.mark.parametrize("name,ov", CASES)
@@ -284,3 +292,18 @@ def test_problems_reject_impossible_options(name):
         with pytest.raises(ConfigError) as err:
             fam.check(opts, seq_len=MAX_LEN, width=DIM, heads=HEADS, prefix=f"attention.{name}")
         assert f"attention.{name}." in str(err.value)
+
+
+@pytest.mark.parametrize("name", autoeff.list_attentions())
+def test_decoding_flags_are_consistent(name):
+    """decode_cost is set exactly for causal families; causal_only implies causal; kv_heads is
+    an option exactly where supports_kv_heads says so."""
+    fam = get_attention(name)
+    if fam.supports_causal:
+        assert fam.decode_cost in ("kv", "window", "state", "recompute"), name
+        for meth in ("init_cache", "forward_cached", "cache_bytes"):
+            assert callable(getattr(fam, meth))
+    else:
+        assert fam.decode_cost is None and not fam.causal_only, name
+    fields = {f.name for f in dataclasses.fields(fam.options)}
+    assert ("kv_heads" in fields) == fam.supports_kv_heads, name

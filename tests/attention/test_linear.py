@@ -169,3 +169,37 @@ def test_problems():
     assert keys(Lin.options(feature_map="softmax")) == ["feature_map"]
     assert keys(Lin.options(feature_map="favor", features=0)) == ["features"]
     assert keys(Lin.options(redraw_interval=-1)) == ["redraw_interval"]
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 64])
+def test_causal_elu_equals_the_masked_quadratic_form(chunk):
+    """Causal linear attention (Katharopoulos et al. 2020 eq. 9), blocked, against the explicit
+    N x N form: y_i = sum_{j<=i} phi(q_i).phi(k_j) v_j / sum_{j<=i} phi(q_i).phi(k_j)."""
+    from autoeff.attention import get_attention
+    fam = get_attention("linear")
+    torch.manual_seed(0)
+    m = fam(16, 2, fam.options(feature_map="elu", chunk=chunk), max_len=32).eval()
+    x = torch.randn(2, 23, 16)
+    with torch.no_grad():
+        got = m(x, causal=True)
+        q, k, v = m.qkv(x).view(2, 23, 3, 2, 8).permute(2, 0, 3, 1, 4)
+        fq, fk = torch.nn.functional.elu(q) + 1, torch.nn.functional.elu(k) + 1
+        a = (fq @ fk.transpose(-1, -2)).tril()  # (B, H, N, N)
+        o = (a @ v) / a.sum(-1, keepdim=True)
+        want = m.out(o.transpose(1, 2).reshape(2, 23, 16))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_causal_favor_approximates_causal_softmax_attention():
+    """FAVOR+ with many features is close to causal softmax attention with the same weights."""
+    from autoeff.attention import get_attention
+    fam = get_attention("linear")
+    torch.manual_seed(0)
+    m = fam(16, 2, fam.options(feature_map="favor", features=2048, chunk=8), max_len=32).eval()
+    x = 0.5 * torch.randn(1, 20, 16)
+    with torch.no_grad():
+        got = m(x, causal=True)
+        q, k, v = m.qkv(x).view(1, 20, 3, 2, 8).permute(2, 0, 3, 1, 4)
+        o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        want = m.out(o.transpose(1, 2).reshape(1, 20, 16))
+    assert (got - want).abs().max() < 0.1 * want.abs().max()
