@@ -390,7 +390,8 @@ def markdown(doc: Dict[str, Any]) -> str:
     contexts = sorted({r["context"] for r in rows})
     labels = list(dict.fromkeys(r["label"] for r in rows))
     lines = []
-    for key, unit in (("prefill_ms", "ms"), ("decode_ms", "ms"), ("cache_mb", "MiB"), ("peak_memory_mb", "MiB")):
+    for key, unit in (("prefill_ms", "ms"), ("decode_ms", "ms"), ("decode_spread", "(p90 - p10) / median"),
+                      ("cache_mb", "MiB"), ("peak_memory_mb", "MiB")):
         lines += [f"**{key}** ({unit}) against context", "",
                   "| model | " + " | ".join(str(c) for c in contexts) + " |",
                   "| --- | " + " | ".join("---:" for _ in contexts) + " |"]
