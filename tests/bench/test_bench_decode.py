@@ -201,3 +201,14 @@ def test_missing_transformers_is_a_clear_message(monkeypatch, capsys):
     assert bench.main(TINY) == 2
     err = capsys.readouterr().err
     assert "transformers is not installed" in err and "--no-hf" in err
+
+
+def test_the_cli_runs_bench_decode(capsys):
+    from autoeff.cli import main
+
+    assert main(["bench", "decode", "--families", "full,bogus"]) == 2
+    assert "bogus" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "decode", "--help"])
+    assert e.value.code == 0
+    assert "--contexts" in capsys.readouterr().out
