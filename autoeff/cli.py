@@ -12,6 +12,7 @@
     autoeff validate --space SPACE.yaml                   check a space file, print its dimensions
     autoeff list     [attentions|tasks]
     autoeff bench    attention [...]                      benchmark attention families
+    autoeff bench    decode [...]                         decoders against context length, vs transformers
 
 Bad input exits with status 2 and one line naming the file, key, value and what is allowed.
 """
@@ -93,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("what", nargs="?", choices=("attentions", "tasks"), default="attentions")
 
     s = sub.add_parser("bench", help="benchmarks (e.g. `autoeff bench attention --help`)")
-    s.add_argument("which", choices=("attention",))
+    s.add_argument("which", choices=("attention", "decode"))
     s.add_argument("args", nargs=argparse.REMAINDER)
     return p
 
@@ -307,6 +308,10 @@ def _cmd_bench(a) -> int:
         from .bench.attention import main as bench_main
 
         return int(bench_main(a.args) or 0)
+    if a.which == "decode":
+        from .bench.decode import main as decode_main
+
+        return int(decode_main(a.args) or 0)
     return 2
 
 
