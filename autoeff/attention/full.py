@@ -95,12 +95,14 @@ class FullAttention(_QKVAttention):
         v = torch.cat([cache["v"], v], dim=2)
         cache["k"], cache["v"] = k, v
         cache.length = L + t
-        kk, vv = self.expand_kv(k), self.expand_kv(v)  # (B, H, L + T, Dh)
+        gqa = self.kv_heads != self.heads  # SDPA serves each key/value head to its query heads: no copy
         if t == 1:
-            y = F.scaled_dot_product_attention(q, kk, vv)  # (B, H, 1, Dh)
+            y = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)  # (B, H, 1, Dh)
+        elif L == 0:  # prefill: SDPA's causal kernel, no (T, T) mask built
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)  # (B, H, T, Dh)
         else:
             allow = torch.ones(t, L + t, dtype=torch.bool, device=x.device).tril(L)  # (T, L + T)
-            y = F.scaled_dot_product_attention(q, kk, vv, attn_mask=allow)  # (B, H, T, Dh)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allow, enable_gqa=gqa)  # (B, H, T, Dh)
         return self.out(self.merge_heads(y))  # (B, T, D)
 
     def cache_bytes(self, batch: int, context: int, bytes_per_value: int) -> int:
