@@ -212,6 +212,11 @@ class DeployConfig:
     #: decoders: tokens already in the cache when ``decode_ms`` and ``cache_mb`` are measured
     #: (0 = the longest task's ``seq_len``, the context the model was trained on)
     context_len: int = 0
+
+    def decode_lengths(self, seq_len: int) -> Tuple[int, int]:
+        """``(prompt_len, context_len)`` with the zeros resolved for tasks of ``seq_len`` tokens."""
+        ctx = self.context_len or seq_len
+        return (self.prompt_len or ctx), ctx
     #: Ray custom resources a trial needs (search.backend ray), e.g. {bench_node: 1}: pins every
     #: measurement to one kind of node, so a front compares like with like
     resources: Dict[str, float] = field(default_factory=dict)
@@ -633,8 +638,7 @@ def decode_lengths(cfg: RunConfig, seq_len: Optional[int] = None) -> Tuple[int, 
     """A decoder's ``(prompt_len, context_len)`` with the zeros resolved: ``context_len`` 0 = the
     longest task's ``seq_len`` (``seq_len`` if given, to avoid recomputing it); ``prompt_len`` 0 =
     ``context_len``."""
-    ctx = cfg.deploy.context_len or (seq_len if seq_len is not None else max_seq_len(cfg))
-    return (cfg.deploy.prompt_len or ctx), ctx
+    return cfg.deploy.decode_lengths(seq_len if seq_len is not None else max_seq_len(cfg))
 
 
 def model_max_len(cfg: RunConfig, seq_len: Optional[int] = None) -> int:

@@ -7,6 +7,7 @@ import torch
 
 from ..config import DeployConfig, TaskSpec
 from ..model import AutoEffModel, example_inputs
+from .decode import measure_decoder
 from .latency import measure_latency
 from .memory import peak_memory
 from .size import model_size
@@ -50,4 +51,24 @@ def measure_model(model: AutoEffModel, specs: Sequence[TaskSpec], deploy: Deploy
     finally:
         model.train(was_training)
     out["_model"] = {"params": float(size["params"]), "size_mb": weights_mb}
+    if hasattr(model, "forward_cached"):  # a decoder: the figures of generation (docs/decoders.md section 4)
+        out["_model"].update(decoder_figures(model, specs, deploy))
     return out
+
+
+#: timed decode steps at the least (docs/architecture.md, measurement protocol: decoders)
+MIN_DECODE_STEPS = 16
+
+
+def decoder_figures(model, specs: Sequence[TaskSpec], deploy: DeployConfig) -> Dict[str, float]:
+    """``prefill_ms``, ``decode_ms``, ``tokens_per_s``, ``cache_mb`` (and their spreads) of a
+    decoder at ``deploy.prompt_len`` / ``deploy.context_len``, and ``peak_memory_mb`` as the
+    deployed footprint while decoding at that context. The caller holds the measurement gate."""
+    prompt_len, context_len = deploy.decode_lengths(max(s.seq_len for s in specs))
+    res = measure_decoder(model, batch_size=deploy.batch_size, prompt_len=prompt_len, context_len=context_len,
+                          warmup=deploy.warmup, repeats=max(deploy.repeats, MIN_DECODE_STEPS),
+                          threads=deploy.threads, device=deploy.device, gated=False)
+    m = res.as_metrics()
+    for k in ("threads", "measure_wait_s", "measure_contended", "measure_gate_timeout", "size_mb"):
+        m.pop(k, None)  # the encoder-side measurement of the same pass records these
+    return m
