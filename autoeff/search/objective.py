@@ -34,11 +34,11 @@ from ..errors import ConfigError
 from ..isolation import gate
 from ..measure.host import machine_info
 from ..measure.model import measure_model
+from ..metrics import better, names as metric_names
 from ..model import build_model
 from ..tasks import load_task
 from ..training import save_checkpoint, train_and_evaluate
 from .record import TrialRecord
-from ..metrics import better, names as metric_names
 from .space import DEPLOY_METRICS, Objective, Space
 
 ARCH_METRICS = DEPLOY_METRICS  # measured before training: a constraint on them is checked first
