@@ -155,18 +155,21 @@ def _cmd_pareto(a) -> int:
         print(to_csv(front_rows(space, rows)), end="")
     elif a.format == "json":
         print(json.dumps(front_rows(space, rows), indent=1, default=str))
-    else:
-        if a.all:
-            from .tracking.tables import arch_summary
+    elif a.all and a.format == "text":
+        from .tracking.tables import arch_summary, shown_value
 
-            for r in recs:
-                m = r.metrics
-                flag = "*" if r.pareto else " "
-                vals = "  ".join(f"{o.name}={m[o.name]:.4g}" for o in space.objectives if o.name in m)
-                print(f"{flag} trial {r.number:3d}  {r.status:11s} {arch_summary(r):38s} {vals}  {r.reason}")
-        else:
-            print(to_text(space, rows, markdown=a.format == "markdown"), end="")
+        for r in recs:
+            flag = "*" if r.pareto else " "
+            vals = "  ".join(f"{o.name}={_short(shown_value(r, o.name))}" for o in space.objectives
+                             if shown_value(r, o.name) is not None)
+            print(f"{flag} trial {r.number:3d}  {r.status:11s} {arch_summary(r):38s} {vals}  {r.reason}")
+    else:
+        print(to_text(space, rows, markdown=a.format == "markdown", status=a.all), end="")
     return 0
+
+
+def _short(v) -> str:
+    return f"{v:.4g}" if isinstance(v, (int, float)) else str(v)
 
 
 def _cmd_export(a) -> int:
@@ -175,7 +178,7 @@ def _cmd_export(a) -> int:
     rec, path = export_point(a.space, a.overrides, trial=a.trial, rule=a.rule, out=a.out)
     m = rec.metrics
     print(f"exported trial {rec.number} (accuracy {m.get('accuracy', float('nan')):.4g}, "
-          f"latency {m.get('latency_ms', float('nan')):.4g} ms, memory {m.get('peak_memory_mb', float('nan')):.4g} MB) -> {path}")
+          f"latency {m.get('latency_ms', float('nan')):.4g} ms, memory {m.get('peak_memory_mb', float('nan')):.4g} MiB) -> {path}")
     print(f"train it: autoeff train --config {path}")
     if a.register:
         from .search.space import load_space
@@ -198,7 +201,11 @@ def _cmd_report(a) -> int:
     from .tracking.report import write_report
 
     space = load_space(a.space, a.overrides, check=False)
-    recs = load_records(space)
+    recs = load_records(space)  # no study: ConfigError, exit 2 (as `autoeff pareto` and `autoeff export`)
+    if not recs:
+        raise ConfigError(f"the study '{space.search.study_name}' in {space.search.storage} has no trials yet; run "
+                          f"`autoeff search --space {space.file}` first", file=space.file, key="search.study_name",
+                          value=space.search.study_name, has_value=True)
     front = front_of(space, recs)
     out = write_report(space, recs, front, Path(a.out or f"{space.search.study_name}-report.html"))
     print(f"report: {out} ({len(recs)} trials, {len(front)} on the front; opens offline in any browser)")

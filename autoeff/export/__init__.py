@@ -7,6 +7,7 @@ from typing import Optional, Sequence, Tuple
 
 from ..config import RunConfig, parse_run_config, save_config
 from ..errors import ConfigError
+from ..metrics import names as metric_names
 from ..search.backends import load_records
 from ..search.record import TrialRecord
 from ..search.pareto import parse_rule, select
@@ -28,17 +29,14 @@ def choose(space: Space, records: Sequence[TrialRecord], *, trial: Optional[int]
             raise ConfigError(f"trial {trial} did not complete ({rec.status}: {rec.reason})", key="--trial",
                               value=trial, allowed=[r.number for r in records if r.status == "complete"], has_value=True)
         return rec
-    try:
-        _, metric, conds = parse_rule(rule)
-    except ValueError as e:
-        raise ConfigError(str(e), key="--rule", value=rule, has_value=True) from None
+    _, metric, conds = parse_rule(rule, space.reference_metrics)  # ConfigError naming --rule
     # front points first, so that a tie on the rule's metric goes to the one that is not dominated
     pool = sorted((r for r in records if r.feasible and r.config), key=lambda r: (not r.pareto, r.number))
     known = sorted({k for r in pool for k in r.metrics})
-    for name in [metric, *[c[0] for c in conds]]:
+    for name in [metric, *[c.metric for c in conds]]:
         if pool and name not in known:
             raise ConfigError("unknown metric in rule", key="--rule", value=name, allowed=known, has_value=True)
-    i = select([r.metrics for r in pool], rule)
+    i = select([r.metrics for r in pool], rule, space.reference_metrics)
     if i is None:
         raise ConfigError("no feasible completed trial satisfies the rule", key="--rule", value=rule, has_value=True)
     return pool[i]
@@ -69,7 +67,7 @@ def export_point(space_path: str, overrides: Sequence[str] = (), *, trial: Optio
     rec = choose(space, records, trial=trial, rule=rule)
     cfg = exported_config(space, rec)
     path = Path(out or f"{space.name}-trial{rec.number}.yaml")
-    keep = ("accuracy", "accuracy_fp32", "test_accuracy", "latency_ms", "peak_memory_mb", "params", "size_mb")
+    keep = metric_names(view="summary")  # the headline figures (autoeff/metrics.py)
     extra = {"exported_from": {"space": str(space.file), "study": space.search.study_name,
                                "storage": space.search.storage, "trial": rec.number, "pareto": rec.pareto,
                                "checkpoint": rec.checkpoint,

@@ -6,8 +6,9 @@ Order of work (issue: architecture-only figures do not depend on training):
 2. build the model and measure it as deployed (compressed as ``compress`` says): latency and
    peak memory per task input shape, parameter count and size;
 3. if a hard constraint on those figures already fails, stop: status ``infeasible``, training
-   skipped, the reason recorded (accuracy is reported as 0.0, the value of an untrained
-   candidate, and the constraint keeps it off the front);
+   skipped, the reason recorded (no accuracy is recorded: the tables say "not trained"; the
+   sampler is told the registry's ``untrained`` value, accuracy 0.0, and the constraint keeps it
+   off the front);
 4. train with Lightning for the budget, compress (prune, fine-tune, quantize), evaluate accuracy
    per task on the validation split (and the test split, recorded), aggregate, measure the
    compressed model again as deployed, save the checkpoint (of the deployed model). With early
@@ -33,6 +34,7 @@ from ..errors import ConfigError
 from ..isolation import gate
 from ..measure.host import machine_info
 from ..measure.model import measure_model
+from ..metrics import better, names as metric_names
 from ..model import build_model
 from ..tasks import load_task
 from ..training import save_checkpoint, train_and_evaluate
@@ -40,8 +42,10 @@ from .record import TrialRecord
 from .space import DEPLOY_METRICS, Objective, Space
 
 ARCH_METRICS = DEPLOY_METRICS  # measured before training: a constraint on them is checked first
-PER_TASK_METRICS = ("latency_ms", "peak_memory_mb", "activation_peak_mb", "latency_p10_ms", "latency_p90_ms",
-                    "latency_spread")
+#: measured per task input shape, then aggregated (registry: architecture phase, per task)
+PER_TASK_METRICS = metric_names(phase="architecture", per_task=True)
+#: timing/allocation figures: a failed constraint is confirmed by a second measurement
+NOISY_METRICS = metric_names(phase="architecture", noisy=True)
 Log = Callable[[str], None]
 #: (rung index from 1, step, point: objective values with the rung's accuracy) -> None to go on,
 #: or the reason to stop (provided by the backend, which knows the other trials' rung points)
@@ -66,7 +70,9 @@ def architecture_metrics(cfg: RunConfig, model, specs, objectives: Sequence[Obje
     weights = {t.name: t.weight for t in cfg.tasks}
     tasks = [s.name for s in specs]
     m: Dict[str, float] = {}
-    for key in PER_TASK_METRICS:
+    for key in (*PER_TASK_METRICS, *(k for k in ARCH_METRICS if k not in PER_TASK_METRICS)):
+        if key not in per[tasks[0]]:  # e.g. the decoder figures of an encoder, or a model-level one
+            continue
         vals = {t: per[t][key] for t in tasks}
         m[key] = aggregate(vals, _agg_rule(objectives, key, "max"), weights)
         if len(tasks) > 1:
@@ -89,20 +95,20 @@ def measure_architecture(space: Space, cfg: RunConfig, model, specs, rec: TrialR
     arch = architecture_metrics(cfg, model, specs, space.objectives)
     rec.metrics.update(arch)
     arch_constraints = [c for c in space.constraints if c.metric in ARCH_METRICS]
-    broken = [c for c in arch_constraints if not c.satisfied(arch)]
+    broken = rec.broken(arch_constraints)
     if broken:
         again = architecture_metrics(cfg, model, specs, space.objectives)
-        for k in ("latency_ms", "peak_memory_mb", "activation_peak_mb"):
-            arch[k] = min(arch[k], again[k])
+        for k in NOISY_METRICS:
+            if k in arch and k in again:
+                arch[k] = better(k, arch[k], again[k])
         rec.metrics.update(arch)
-        broken = [c for c in arch_constraints if not c.satisfied(arch)]
+        broken = rec.broken(arch_constraints)
     if not broken:
         return True
     rec.status = "infeasible"
     rec.reason = "; ".join(f"{c.metric} = {arch[c.metric]:.4g} breaks '{c.label}'" for c in broken) + \
         " (architecture alone: training skipped)"
-    rec.metrics["accuracy"] = 0.0
-    rec.metrics["trained"] = 0.0
+    rec.metrics["trained"] = 0.0  # no accuracy: never trained (TrialRecord.score stands in for the sampler)
     return False
 
 
@@ -222,8 +228,7 @@ def _early_stopping(space: Space, cfg: RunConfig, arch: Mapping[str, float], jud
 
 def _score(space: Space, rec: TrialRecord) -> None:
     """Objective values and constraint violations from the record's metrics."""
-    rec.values = [float(rec.metrics[o.name]) for o in space.objectives]
-    rec.violations = [c.violation(rec.metrics) for c in space.constraints]
+    rec.score(space.objectives, space.constraints)
 
 
 def remeasure(space: Space, rec: TrialRecord) -> TrialRecord:
@@ -234,8 +239,9 @@ def remeasure(space: Space, rec: TrialRecord) -> TrialRecord:
     if rec.checkpoint and Path(rec.checkpoint).exists():
         model.load_state_dict(torch.load(rec.checkpoint, weights_only=True)["state_dict"])
     arch = architecture_metrics(cfg, model, specs, space.objectives)
-    for k in ("latency_ms", "peak_memory_mb", "activation_peak_mb"):
-        rec.metrics[f"search_{k}"] = rec.metrics.get(k, float("nan"))
+    for k in NOISY_METRICS:
+        if k in rec.metrics or k in arch:
+            rec.metrics[f"search_{k}"] = rec.metrics.get(k, float("nan"))
     rec.metrics.update(arch)
     if rec.machine:  # where the search measured it, and where it was measured again
         rec.machine = {**{f"search_{k}": v for k, v in rec.machine.items() if not k.startswith("search_")},

@@ -334,11 +334,8 @@ class OneShot(Strategy):
 
     def _score(self, rec: TrialRecord) -> None:
         """A proxy's objective values: its proxy accuracy in the accuracy objective's place."""
-        m = dict(rec.metrics)
-        if rec.status == "proxy":
-            m["accuracy"] = m["proxy_accuracy"]
-        rec.values = [float(m[o.name]) for o in self.space.objectives]
-        rec.violations = [c.violation(m) for c in self.space.constraints]
+        stand_in = {"accuracy": rec.metrics["proxy_accuracy"]} if rec.status == "proxy" else None
+        rec.score(self.space.objectives, self.space.constraints, stand_in)
 
     # ---- finalists --------------------------------------------------------------------------
     def finalists(self, records: Sequence[TrialRecord]) -> List[Tuple[TrialRecord, str]]:
@@ -355,7 +352,7 @@ class OneShot(Strategy):
         taken = {r.number for r in skip}
         groups: Dict[str, List[TrialRecord]] = {}
         for r in records:
-            if r.status == "proxy" and r.number not in taken and all(v <= 0 for v in r.violations):
+            if r.status == "proxy" and r.number not in taken and r.constraints_met:
                 kind = (r.config or {}).get("attention", {}).get("kind", "?")
                 groups.setdefault(kind, []).append(r)
         for g in groups.values():
@@ -380,7 +377,7 @@ class OneShot(Strategy):
         the next fronts."""
         k = self.os.finalists
         cands = [r for r in records if r.status == "proxy" and r.values is not None
-                 and all(v <= 0 for v in r.violations)]
+                 and r.constraints_met]
         chosen: List[TrialRecord] = []
         dirs = self.space.directions
         acc_i = next((i for i, o in enumerate(self.space.objectives) if o.name == "accuracy"), 0)

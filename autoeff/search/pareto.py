@@ -10,6 +10,9 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import ConfigError
+from ..metrics import Condition, parse_condition, unmet
+
 
 def _as_min(values: Any, directions: Sequence[str]) -> np.ndarray:
     v = np.asarray(values, dtype=float)
@@ -87,37 +90,44 @@ _RULE = re.compile(
     r"^\s*(highest|max|maximum|lowest|min|minimum)\s+([A-Za-z_][\w.]*)\s*(?:(?:with|where|and|if)\s+(.*))?$",
     re.IGNORECASE,
 )
-_COND = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|<|>|==)\s*([-+0-9.eE]+)\s*$")
+RULE_FORM = "'<highest|lowest> <metric> [with <condition> [and <condition> ...]]'"
 
 
-def parse_rule(rule: str) -> Tuple[str, str, List[Tuple[str, str, float]]]:
+def parse_rule(rule: str, reference: Optional[Mapping[str, float]] = None, *,
+               key: str = "--rule") -> Tuple[str, str, List[Condition]]:
     """'highest accuracy with latency_ms <= 20 and peak_memory_mb <= 8' ->
-    ("max", "accuracy", [("latency_ms", "<=", 20.0), ("peak_memory_mb", "<=", 8.0)])."""
-    m = _RULE.match(rule)
+    ("max", "accuracy", [Condition latency_ms <= 20, Condition peak_memory_mb <= 8]).
+
+    Conditions are the space's constraint language (:func:`autoeff.metrics.parse_condition`):
+    every operator, and ``<metric> <op> [<factor> *] reference`` resolved against ``reference``
+    (the study's measured reference model). Raises ConfigError (a ValueError) naming the key."""
+    m = _RULE.match(rule) if isinstance(rule, str) else None
     if not m:
-        raise ValueError("expected '<highest|lowest> <metric> [with <metric> <op> <number> [and ...]]'")
+        raise ConfigError(f"expected {RULE_FORM}", key=key, value=rule, has_value=True)
     word, metric, rest = m.groups()
     sense = "max" if word.lower() in ("highest", "max", "maximum") else "min"
     conds = []
     if rest:
         for part in re.split(r"\s+and\s+|,", rest):
-            c = _COND.match(part)
-            if not c:
-                raise ValueError(f"cannot read condition {part.strip()!r}; expected '<metric> <op> <number>'")
-            conds.append((c.group(1), c.group(2), float(c.group(3))))
+            c = parse_condition(part, key=key, what="rule")
+            if c.factor is not None:
+                if reference is None or c.metric not in reference:
+                    raise ConfigError("the condition is relative to the reference model, but this study measured "
+                                      "none (the space has no 'reference:' section, or its search has not started)",
+                                      key=key, value=part.strip(), allowed="an absolute bound, e.g. latency_ms <= 20",
+                                      has_value=True)
+                c.resolve(reference)
+            conds.append(c)
     return sense, metric, conds
 
 
-def _holds(v: float, op: str, bound: float) -> bool:
-    return {"<=": v <= bound, ">=": v >= bound, "<": v < bound, ">": v > bound, "==": v == bound}[op]
-
-
-def select(rows: Sequence[Mapping[str, float]], rule: str) -> Optional[int]:
+def select(rows: Sequence[Mapping[str, float]], rule: str,
+           reference: Optional[Mapping[str, float]] = None) -> Optional[int]:
     """Index of the row the rule picks among ``rows`` (metric dicts), or None if none qualifies."""
-    sense, metric, conds = parse_rule(rule)
+    sense, metric, conds = parse_rule(rule, reference)
     best, best_v = None, None
     for i, r in enumerate(rows):
-        if metric not in r or any(c[0] not in r or not _holds(float(r[c[0]]), c[1], c[2]) for c in conds):
+        if metric not in r or unmet(conds, r):
             continue
         v = float(r[metric])
         if best is None or (v > best_v if sense == "max" else v < best_v):

@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence
+
+from ..metrics import Condition, get as metric_def, unmet
 
 #: statuses a record can have; only ``complete`` trials can enter a front. ``pruned``: stopped
 #: early by a multi-fidelity rule (its reason says at which rung and why)
 #: ``proxy``: a one-shot candidate scored by inherited supernet weights (``proxy_accuracy``)
 STATUSES = ("running", "complete", "infeasible", "failed", "interrupted", "pruned", "proxy")
+
+
+class _Named(Protocol):
+    name: str
 
 
 @dataclass
@@ -34,9 +40,47 @@ class TrialRecord:
     #: where it was measured: host, cpu (model), cpus, gpu (model, when measured on CUDA)
     machine: Dict[str, str] = field(default_factory=dict)
 
+    # ---- the one feasibility test and the one scoring path ---------------------------------
+    @property
+    def constraints_met(self) -> bool:
+        """Every constraint satisfied (by the scored violations, <= 0 each)."""
+        return all(v <= 0 for v in self.violations)
+
     @property
     def feasible(self) -> bool:
-        return self.status == "complete" and all(v <= 0 for v in self.violations)
+        """A complete trial within every constraint: what may enter a front."""
+        return self.status == "complete" and self.constraints_met
+
+    @property
+    def trained(self) -> bool:
+        """False for a trial whose training was skipped (an architecture constraint failed): it
+        has no accuracy (the tables say "not trained")."""
+        return self.status != "infeasible" and self.metrics.get("trained", 1.0) != 0.0
+
+    def broken(self, constraints: Sequence[Condition]) -> List[Condition]:
+        """The constraints the record's current metrics break (one not measured yet: skipped)."""
+        return unmet([c for c in constraints if c.metric in self.metrics], self.metrics)
+
+    def score(self, objectives: Sequence["_Named"], constraints: Sequence[Condition],
+              stand_in: Optional[Mapping[str, float]] = None) -> None:
+        """Objective values (in the objectives' order) and constraint violations from the metrics.
+
+        ``stand_in`` overrides metrics for scoring only (a one-shot proxy's ``proxy_accuracy``
+        in the place of ``accuracy``). A trial that was never trained has no training-phase
+        figure; the sampler still needs a value, so such an objective counts as its registry
+        ``untrained`` value (accuracy 0.0), in the values only, never in the metrics."""
+        m = {**self.metrics, **(stand_in or {})}
+        if not self.trained:
+            for o in objectives:
+                d = metric_def(o.name)
+                if o.name not in m and d is not None and d.untrained is not None:
+                    m[o.name] = d.untrained
+            for c in constraints:
+                d = metric_def(c.metric)
+                if c.metric not in m and d is not None and d.untrained is not None:
+                    m[c.metric] = d.untrained
+        self.values = [float(m[o.name]) for o in objectives]
+        self.violations = [c.violation(m) for c in constraints]
 
     def to_json(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

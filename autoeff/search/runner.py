@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ..metrics import get as metric_def
 from .names import run_name
 from .record import TrialRecord
 from .pareto import hypervolume, pareto_front
@@ -123,7 +124,7 @@ class Progress:
         if rec.status in ("complete", "proxy"):
             acc = "accuracy" if rec.status == "complete" else "proxy_accuracy"
             self(f"    -> {acc} {m.get(acc, float('nan')):.3f}  latency {m.get('latency_ms', 0):.2f} ms  "
-                 f"memory {m.get('peak_memory_mb', 0):.2f} MB  ({rec.duration_s:.0f}s)")
+                 f"memory {m.get('peak_memory_mb', 0):.2f} MiB  ({rec.duration_s:.0f}s)")
         else:
             self(f"    -> {rec.status}: {rec.reason}")
         if not self.live:
@@ -190,7 +191,7 @@ class Progress:
         if self.space is None:
             return []
         cand = [r for r in self.records.values() if r.status == "proxy" and r.values is not None
-                and all(v <= 0 for v in r.violations)]
+                and r.constraints_met]
         if not cand:
             return []
         idx = pareto_front([r.values for r in cand], self.space.directions)
@@ -255,10 +256,8 @@ def _fmt(v: Any) -> str:
 def compact_front(space: Space, front: Sequence[TrialRecord], max_rows: int = 6) -> List[str]:
     """A few lines for the live display: the front's points, best first by the first objective."""
     names = space.objective_names
-    short = {"accuracy": "acc", "latency_ms": "ms", "peak_memory_mb": "MB", "size_mb": "size MB",
-             "proxy_accuracy": "proxy acc"}
     shown = list(front)[:max_rows]
-    cols = ["trial", *[short.get(n, n) for n in names]]
+    cols = ["trial", *[(metric_def(n).label if metric_def(n) else n) for n in names]]
     rows = [[str(r.number), *[_fmt(r.metrics.get(n)) for n in names]] for r in shown]
     widths = [max(len(c), *(len(row[i]) for row in rows)) if rows else len(c) for i, c in enumerate(cols)]
     fmt = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, widths))  # noqa: E731
@@ -291,8 +290,7 @@ def search_time_front(space: Space, records: Sequence[TrialRecord]) -> List[Tria
                 if f"search_{o.name}" in m:
                     m[o.name] = m[f"search_{o.name}"]
             c.metrics = m
-            c.values = [float(m[o.name]) for o in space.objectives]
-            c.violations = [con.violation(m) for con in space.constraints]
+            c.score(space.objectives, space.constraints)
         old.append(c)
     ids = {r.number for r in front_of(space, old)}
     return [r for r in records if r.number in ids]

@@ -37,19 +37,21 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 from ..config import AGGREGATES, RUN_SECTIONS, ModelConfig, OneShotConfig, RunConfig, load_yaml, parse_run_config
+from .. import metrics as metric_registry
 from ..errors import ConfigError
+from ..metrics import Condition, parse_condition
 from .multifidelity import EarlyStopping, check_early_stopping
 
 DIM_TYPES = ("categorical", "int", "float")
-METRICS = ("accuracy", "latency_ms", "peak_memory_mb", "activation_peak_mb", "params", "size_mb")
+#: what objectives and constraints may name (read from the metric registry, autoeff/metrics.py)
+METRICS = metric_registry.objective_metrics()
 #: what is measured on the deployed model before training (a relative constraint may bound these)
-DEPLOY_METRICS = ("latency_ms", "peak_memory_mb", "activation_peak_mb", "params", "size_mb")
+DEPLOY_METRICS = metric_registry.architecture_metrics()
 DIRECTIONS = {"max": "maximize", "maximize": "maximize", "min": "minimize", "minimize": "minimize"}
 SAMPLERS = ("tpe", "nsga2", "random")
 BACKENDS = ("optuna", "ray")
@@ -57,8 +59,8 @@ STRATEGIES = ("standalone", "oneshot")
 SPACE_SECTIONS = ("name", "space", "objectives", "constraints", "reference", "search", "export", "oneshot")
 #: what a one-shot supernet can share weights over; other dimensions need standalone training
 ONESHOT_DIMS = ("model.depth", "model.width", "model.heads", "model.ffn_mult")
-DEFAULT_OBJECTIVES = {"accuracy": ("maximize", "mean"), "latency_ms": ("minimize", "max"),
-                      "peak_memory_mb": ("minimize", "max")}
+#: the objectives of a space that names none (directions and aggregates: the registry's defaults)
+DEFAULT_OBJECTIVES = ("accuracy", "latency_ms", "peak_memory_mb")
 
 
 class Suggest(Protocol):
@@ -104,40 +106,9 @@ class Objective:
     aggregate: str  # how per-task values combine: mean | min | max | weighted
 
 
-@dataclass
-class Constraint:
-    """A hard constraint: ``latency_ms <= 40`` (an absolute bound), or ``latency_ms <= 0.5 *
-    reference`` (relative: a factor of the ``reference:`` model's figure, measured on the machine
-    at the start of the search; the bound is set by :meth:`Space.resolve_reference`)."""
-
-    metric: str
-    op: str
-    bound: float
-    text: str
-    factor: Optional[float] = None  # relative constraints: bound = factor x the reference's metric
-    resolved: bool = True  # False for a relative constraint until the reference is measured
-
-    @property
-    def label(self) -> str:
-        """The text, with a relative constraint's bound once known."""
-        return f"{self.text} (= {self.bound:.4g})" if self.factor is not None and self.resolved else self.text
-
-    def _value(self, metrics: Mapping[str, float]) -> float:
-        if not self.resolved:
-            raise RuntimeError(f"constraint '{self.text}' is relative to the reference model, which has not been "
-                               "measured yet (Space.resolve_reference)")
-        return float(metrics[self.metric])
-
-    def violation(self, metrics: Mapping[str, float]) -> float:
-        """<= 0 when satisfied (Optuna's convention); the amount of violation otherwise."""
-        v = self._value(metrics)
-        if self.op in ("<=", "<"):
-            return v - self.bound
-        return self.bound - v
-
-    def satisfied(self, metrics: Mapping[str, float]) -> bool:
-        v = self._value(metrics)
-        return {"<=": v <= self.bound, "<": v < self.bound, ">=": v >= self.bound, ">": v > self.bound}[self.op]
+#: a hard constraint of the space: a :class:`~autoeff.metrics.Condition` (the one condition
+#: language, shared with export rules): ``latency_ms <= 40`` or ``latency_ms <= 0.5 * reference``
+Constraint = Condition
 
 
 @dataclass
@@ -198,9 +169,7 @@ class Space:
         """Set every relative constraint's bound from the reference model's measured figures."""
         self.reference_metrics = {k: float(v) for k, v in metrics.items()}
         for c in self.constraints:
-            if c.factor is not None:
-                c.bound = c.factor * float(metrics[c.metric])
-                c.resolved = True
+            c.resolve(self.reference_metrics)
 
     # ---- sampling ---------------------------------------------------------------------
     def sample(self, s: Suggest) -> Dict[str, Any]:
@@ -376,7 +345,8 @@ def _parse_dim(name: str, spec: Any) -> Dimension:
 
 def _parse_objectives(raw: Any) -> List[Objective]:
     if raw is None:
-        return [Objective(n, d, a) for n, (d, a) in DEFAULT_OBJECTIVES.items()]
+        return [Objective(n, metric_registry.REGISTRY[n].direction, metric_registry.REGISTRY[n].aggregate)
+                for n in DEFAULT_OBJECTIVES]
     if not isinstance(raw, Mapping) or not raw:
         raise ConfigError("expected a mapping {metric: max|min} or {metric: {direction, aggregate}}",
                           key="objectives", value=raw, has_value=True)
@@ -385,7 +355,7 @@ def _parse_objectives(raw: Any) -> List[Objective]:
         key = f"objectives.{name}"
         if name not in METRICS:
             raise ConfigError("unknown objective", key=key, value=name, allowed=METRICS, has_value=True)
-        default_agg = DEFAULT_OBJECTIVES.get(name, ("", "max"))[1]
+        default_agg = metric_registry.REGISTRY[name].aggregate
         if isinstance(spec, str):
             spec = {"direction": spec}
         if not isinstance(spec, Mapping):
@@ -403,10 +373,6 @@ def _parse_objectives(raw: Any) -> List[Objective]:
     return out
 
 
-_CONSTRAINT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>)\s*(?:([-+0-9.eE]+)\s*\*\s*)?"
-                         r"(reference|[-+0-9.eE]+)\s*$")
-
-
 def _parse_constraints(raw: Any) -> List[Constraint]:
     if raw is None:
         return []
@@ -414,35 +380,7 @@ def _parse_constraints(raw: Any) -> List[Constraint]:
         raw = [raw]
     if not isinstance(raw, list):
         raise ConfigError('expected a list like ["latency_ms <= 50"]', key="constraints", value=raw, has_value=True)
-    out = []
-    for i, c in enumerate(raw):
-        key = f"constraints[{i}]"
-        m = _CONSTRAINT.match(c) if isinstance(c, str) else None
-        if not m or (m.group(3) is not None and m.group(4) != "reference"):
-            raise ConfigError('expected "<metric> <= <number>" or "<metric> <= <factor> * reference" (or <, >=, >)',
-                              key=key, value=c, has_value=True)
-        metric, op, factor, num = m.groups()
-        if metric not in METRICS:
-            raise ConfigError("unknown metric in constraint", key=key, value=metric, allowed=METRICS, has_value=True)
-        if num == "reference":
-            if metric not in DEPLOY_METRICS:
-                raise ConfigError("only a deployment figure can be relative to the reference model", key=key,
-                                  value=metric, allowed=list(DEPLOY_METRICS), has_value=True)
-            try:
-                f = 1.0 if factor is None else float(factor)
-            except ValueError:
-                raise ConfigError("factor is not a number", key=key, value=factor, has_value=True) from None
-            if not f > 0:
-                raise ConfigError("factor must be > 0", key=key, value=factor, has_value=True)
-            text = f"{metric} {op} {factor + ' * ' if factor is not None else ''}reference"
-            out.append(Constraint(metric, op, float("nan"), text, factor=f, resolved=False))
-            continue
-        try:
-            bound = float(num)
-        except ValueError:
-            raise ConfigError("bound is not a number", key=key, value=num, has_value=True) from None
-        out.append(Constraint(metric, op, bound, f"{metric} {op} {num}"))
-    return out
+    return [parse_condition(c, key=f"constraints[{i}]", metrics=METRICS, what="constraint") for i, c in enumerate(raw)]
 
 
 def _parse_reference(raw: Any, constraints: Sequence[Constraint]) -> Dict[str, Any]:

@@ -38,6 +38,7 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from ..metrics import get as metric_def, names as metric_names
 from ..search.record import TrialRecord
 from ..search.runner import SearchCallback, hypervolume_history
 from ..search.space import Space, flatten
@@ -84,6 +85,14 @@ def trial_params(rec: TrialRecord) -> Dict[str, str]:
     if cfg:
         out["architecture"] = arch_summary(rec)
     return out
+
+
+def _logged(rec: TrialRecord) -> Dict[str, Any]:
+    """The metrics a trial run logs: a trial that was never trained logs no training figure (an
+    old study stored accuracy 0.0 for it, which sorted it above trained ones)."""
+    if rec.trained:
+        return dict(rec.metrics)
+    return {k: v for k, v in rec.metrics.items() if metric_def(k) is None or metric_def(k).untrained is None}
 
 
 def _numeric(metrics: Mapping[str, Any]) -> Dict[str, float]:
@@ -161,8 +170,8 @@ def view_state(space: Space) -> Dict[str, Any]:
     """The saved runs view: trials flat (sorting by a metric un-nests them), best accuracy first,
     the columns that matter chosen."""
     quality = "accuracy" if "accuracy" in space.objective_names else space.objective_names[0]
-    metrics = [*space.objective_names, *[m for m in ("size_mb", "params", "latency_spread", "test_accuracy")
-                                         if m not in space.objective_names]]
+    metrics = [*space.objective_names, *[m for m in metric_names(view="table")
+                                         if m not in space.objective_names and m != "proxy_accuracy"]]
     if len(space.base.get("tasks") or []) > 1:
         metrics += [f"accuracy.{t.get('name') or t.get('kind')}" for t in space.base["tasks"]]
     if space.search.strategy == "oneshot":
@@ -248,7 +257,7 @@ class MLflowTracker(SearchCallback):
         existing = self.client.get_run(run_id).data.params
         params = [p for p in params if p.key not in existing]
         now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, 0) for k, v in _numeric(rec.metrics).items()]
+        metrics = [Metric(k, v, now, 0) for k, v in _numeric(_logged(rec)).items()]
         tags = [RunTag("status", rec.status), RunTag("autoeff.trial", str(rec.number)),
                 RunTag("autoeff.role", "trial"), RunTag("mlflow.note.content", self._trial_note(rec))]
         if rec.reason:
@@ -273,10 +282,11 @@ class MLflowTracker(SearchCallback):
         m = rec.metrics
         lines = [f"**{run_name(rec)}**: {arch_summary(rec) if rec.config else 'no config'}", "",
                  f"status: **{rec.status}**" + (f" ({rec.reason})" if rec.reason else "")]
-        shown = [(k, m[k]) for k in ("accuracy", "latency_ms", "latency_spread", "peak_memory_mb", "size_mb", "params")
-                 if isinstance(m.get(k), (int, float))]
+        shown = [f"{k} {m[k]:.4g}" for k in metric_names(view="summary") if isinstance(m.get(k), (int, float))]
+        if not rec.trained:
+            shown.insert(0, "not trained")
         if shown:
-            lines += ["", " | ".join(f"{k} {v:.4g}" for k, v in shown)]
+            lines += ["", " | ".join(shown)]
         return "\n".join(lines)
 
     def _new_trial_run(self, number: int, params: Optional[Mapping[str, Any]] = None) -> str:

@@ -19,6 +19,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ..errors import ConfigError
+from ..metrics import names as metric_names
 from ..search.record import TrialRecord
 from ..search.space import Space
 from .tables import arch_summary, run_name
@@ -84,7 +85,7 @@ def register_trial_model(space: Space, rec: TrialRecord, name: str, alias: str =
     run_id = _trial_run(client, space, rec.number)
     description = (f"{run_name(rec)}: {arch_summary(rec)}, trial {rec.number} of study "
                    f"'{space.search.study_name}' ({space.file}); " + ", ".join(
-                       f"{k} {rec.metrics[k]:.4g}" for k in ("accuracy", "latency_ms", "peak_memory_mb", "size_mb")
+                       f"{k} {rec.metrics[k]:.4g}" for k in metric_names(view="summary")
                        if isinstance(rec.metrics.get(k), (int, float))) + f"; task '{spec.name}' inputs")
     torch_req = f"torch=={torch.__version__.split('+')[0]}"
 

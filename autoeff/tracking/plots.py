@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
+from ..metrics import names as metric_names, unit_label  # noqa: E402
 from ..search.record import TrialRecord  # noqa: E402
 from ..search.space import Space  # noqa: E402
 from .tables import arch_summary, run_name  # noqa: E402
@@ -26,7 +27,6 @@ from .tables import arch_summary, run_name  # noqa: E402
 MARKERS = "osD^v<>pPX*h"
 #: cost axes drawn on a log scale when their values span at least this ratio
 LOG_RATIO = 10.0
-COST_METRICS = ("latency_ms", "peak_memory_mb", "params", "size_mb", "activation_peak_mb")
 
 
 def _quality_and_costs(space: Space):
@@ -91,8 +91,8 @@ def front_figure(space: Space, records: Sequence[TrialRecord], front: Sequence[T
             for r in fr:
                 ax.annotate(str(r.number), (r.metrics[cost], r.metrics[quality]), textcoords="offset points",
                             xytext=(4, 4), fontsize=7)
-        ax.set_xlabel(cost)
-        ax.set_ylabel(quality)
+        ax.set_xlabel(unit_label(cost))
+        ax.set_ylabel(unit_label(quality))
         ax.margins(x=0.08, y=0.1)  # no point or label on the frame
         _cost_axis(ax, [r.metrics[cost] for r in shown])
         ax.grid(alpha=0.3)
@@ -132,7 +132,7 @@ def interactive_figures(space: Space, records: Sequence[TrialRecord], front: Seq
     from plotly.subplots import make_subplots
 
     quality, costs = _quality_and_costs(space)
-    names = [*space.objective_names, *[m for m in ("proxy_accuracy", "size_mb", "params") if m not in space.objective_names]]
+    names = [*space.objective_names, *[m for m in metric_names(view="table") if m not in space.objective_names]]
     front_ids = {r.number for r in front}
     shown = [r for r in records if r.status == "complete" and quality in r.metrics]
     kinds = sorted({_kind(r) for r in shown})
@@ -163,8 +163,8 @@ def interactive_figures(space: Space, records: Sequence[TrialRecord], front: Seq
                 hovertext=[_hover(r, names) for r in fr], hoverinfo="text"), row=1, col=j)
         vals = [r.metrics[cost] for r in pts if r.metrics[cost] > 0]
         log = bool(vals) and max(vals) / min(vals) >= LOG_RATIO
-        scatter.update_xaxes(title_text=cost, type="log" if log else "linear", row=1, col=j)
-        scatter.update_yaxes(title_text=quality, row=1, col=j)
+        scatter.update_xaxes(title_text=unit_label(cost), type="log" if log else "linear", row=1, col=j)
+        scatter.update_yaxes(title_text=unit_label(quality), row=1, col=j)
     scatter.update_layout(title=f"{space.name}: {len(records)} trials, {len(front_ids)} on the Pareto front "
                                 f"(hover a point for its run; x = breaks a constraint)",
                           height=480, template="plotly_white", legend=dict(orientation="h", y=-0.2))

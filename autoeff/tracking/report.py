@@ -15,7 +15,7 @@ from ..search.record import TrialRecord
 from ..search.runner import hypervolume_history, summarize
 from ..search.space import Space
 from .plots import html_page, html_table, interactive_figures
-from .tables import arch_summary, front_rows, run_name
+from .tables import EXTRA_COLUMNS, arch_summary, front_rows, run_name
 
 
 def _table_columns(space: Space, rows: Sequence[Dict[str, Any]], *, status: bool) -> List[str]:
@@ -23,8 +23,7 @@ def _table_columns(space: Space, rows: Sequence[Dict[str, Any]], *, status: bool
     per_task = sorted(k for k in have if k.startswith("accuracy."))
     per_task = per_task if len(per_task) > 1 else []
     cols = ["trial", "run", "architecture", *space.objective_names, *per_task]
-    cols += [c for c in ("proxy_accuracy", "test_accuracy", "latency_spread", "size_mb", "params", "train_time_s")
-             if c in have and c not in cols]
+    cols += [c for c in EXTRA_COLUMNS if c in have and c not in cols]
     if status:
         cols = cols[:2] + ["status", "pareto"] + cols[2:] + (["reason"] if "reason" in have else [])
     return cols

@@ -5,59 +5,31 @@ import csv
 import io
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from .. import metrics as metric_registry
 from ..search.names import compress_label, family_label, run_name  # noqa: F401  (re-exported)
 from ..search.record import TrialRecord
 from ..search.space import Space
 
-#: what each metric of a trial run means (shown on the parent run and in the README)
-METRIC_DESCRIPTIONS = {
-    "accuracy": "validation accuracy; with several tasks, the per-task values combined by the accuracy "
-                "objective's aggregate (train.aggregate)",
-    "accuracy.<task>": "validation accuracy of one task",
-    "test_accuracy": "the same on the test splits (recorded, never used to choose)",
-    "majority.<task>": "validation accuracy of always answering the most frequent class",
-    "latency_ms": "median inference latency of the deployed model (eval mode) at deploy.batch_size and each "
-                  "task's sequence length, after warm-up; the worst task by default",
-    "latency_p10_ms / latency_p90_ms / latency_spread": "10th/90th percentile of the timed passes; "
-                                                        "spread = (p90 - p10) / median",
-    "peak_memory_mb": "deployed memory footprint: parameters and buffers at their stored size plus the peak "
-                      "of the inference pass (activation_peak_mb); what serving the model takes",
-    "activation_peak_mb": "peak memory of one inference pass above the idle model, every thread's tensor "
-                          "allocations (not the Python heap)",
-    "params": "parameters (shared ones once)",
-    "size_mb": "parameters and buffers at their stored size (MiB)",
-    "threads": "torch intra-op threads the latency was measured with",
-    "train_steps / train_time_s / train_loss": "optimizer steps taken, training wall time, last training loss",
-    "search_<metric>": "a front point's figure measured during the search, before the re-measurement alone",
-    # compression (the compress section): the figures above are those of the compressed model
-    "accuracy_fp32": "validation accuracy of the trained fp32 model before compression (pruning, quantization)",
-    "quantized_params / float_params": "weight elements stored at compress.bits / still stored in fp32",
-    "pruned_neurons / pruned_heads / pruned_weights": "FFN neurons and attention heads removed (structured), "
-                                                      "weights zeroed (magnitude)",
-    "finetune_steps / finetune_time_s": "steps and time of the fine-tune after pruning / with QAT (part of train_steps)",
-    "teacher_accuracy": "validation accuracy of the distillation teacher (trained once, cached)",
-    "rung_accuracy.<i> / rung_steps.<i>": "early stopping: validation accuracy after rung i's steps (a low-fidelity "
-                                          "figure, never the trial's accuracy)",
-    "stopped_at_rung": "early stopping: the rung where a pruned trial stopped (its tag reason says why)",
-    "measure_time_s / measure_wait_s / measure_contended": "time spent measuring the deployed model; how long it "
-                                                           "waited for other trials' steps to finish (the "
-                                                           "measurement gate), and whether any had to "
-                                                           "(measure_gate_timeout: it gave up waiting)",
-    "threads_train": "torch threads a Ray trial trained with (the CPUs it holds, search.ray.cpus_per_trial)",
-    "eval_time_s / cpu_time_s / trial_wall_s": "time spent evaluating; CPU time of the trial's process (all "
-                                               "threads); the trial's wall time as its backend saw it",
-}
+#: what a table shows for a training figure of a trial that was never trained (infeasible)
+NOT_TRAINED = "not trained"
 
 
 def glossary_markdown() -> str:
-    """METRIC_DESCRIPTIONS as a Markdown table."""
-    rows = ["| metric | meaning |", "|---|---|"]
-    rows += [f"| `{k}` | {v} |" for k, v in METRIC_DESCRIPTIONS.items()]
-    return "\n".join(rows) + "\n"
+    """What each metric of a trial run means: the metric registry as a Markdown table."""
+    return metric_registry.glossary_markdown()
 
 
 #: metrics shown beside the objectives in tables when trials carry them
-EXTRA_COLUMNS = ("proxy_accuracy", "test_accuracy", "latency_spread", "size_mb", "params", "train_time_s")
+EXTRA_COLUMNS = metric_registry.names(view="table")
+
+
+def shown_value(rec: TrialRecord, name: str) -> Any:
+    """A metric as tables show it: :data:`NOT_TRAINED` for a training figure of a trial that was
+    never trained (even where an old study stored accuracy 0.0 for it), else the value (or None)."""
+    d = metric_registry.get(name)
+    if not rec.trained and d is not None and d.phase == "training":
+        return NOT_TRAINED
+    return rec.metrics.get(name)
 
 
 def arch_summary(rec: TrialRecord) -> str:
@@ -90,11 +62,11 @@ def front_rows(space: Space, records: Sequence[TrialRecord]) -> List[Dict[str, A
     for r in records:
         row: Dict[str, Any] = {"trial": r.number, "run": run_name(r)}
         for o in space.objectives:  # the objectives first: what a table view shows without scrolling
-            row[o.name] = r.metrics.get(o.name)
+            row[o.name] = shown_value(r, o.name)
         row.update({"status": r.status, "pareto": r.pareto, "feasible": r.feasible, "architecture": arch_summary(r)})
         for k in EXTRA_COLUMNS:
             if k in r.metrics:
-                row[k] = r.metrics[k]
+                row[k] = shown_value(r, k)
         for k, v in r.metrics.items():
             if k.startswith("accuracy."):
                 row[k] = v
@@ -153,16 +125,23 @@ def _columns(space: Space, front: Sequence[TrialRecord]) -> List[str]:
 
 
 def to_text(space: Space, front: Sequence[TrialRecord], markdown: bool = False,
-            links: Optional[Mapping[int, str]] = None) -> str:
+            links: Optional[Mapping[int, str]] = None, status: bool = False) -> str:
     """The front as an aligned table (or Markdown), best first by the first objective.
-    ``links`` (trial number -> URL) turns the Markdown run names into links."""
-    cols = ["trial", "run", "architecture", *_columns(space, front)]
+    ``links`` (trial number -> URL) turns the Markdown run names into links. ``status``: any
+    trials (`autoeff pareto --all`): adds their status, front flag and reason."""
+    lead = ["trial", "run", *(["status", "pareto"] if status else []), "architecture"]
+    cols = [*lead, *_columns(space, front)]
+    with_reason = status and any(r.reason for r in front)
+    cols += ["reason"] if with_reason else []
     rows = []
     for r in front:
         name = run_name(r)
         if markdown and links and r.number in links:
             name = f"[{name}]({links[r.number]})"
-        rows.append([_fmt(r.number), name, arch_summary(r), *[_fmt(r.metrics.get(c)) for c in cols[3:]]])
+        flags = [r.status, "*" if r.pareto else ""] if status else []
+        rows.append([_fmt(r.number), name, *flags, arch_summary(r),
+                     *[_fmt(shown_value(r, c)) for c in cols[len(lead):len(cols) - with_reason]],
+                     *([r.reason.replace("|", "/")] if with_reason else [])])
     drop = "run" if not markdown else ("architecture" if links else None)  # the terminal: no run names;
     if drop:  # linked run names (MLflow) already say what the architecture is
         i = cols.index(drop)

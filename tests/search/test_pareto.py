@@ -50,7 +50,29 @@ def test_selection_rules():
     assert select(rows, "highest accuracy") == 1
     assert select(rows, "lowest latency_ms with accuracy >= 0.55") == 2
     assert select(rows, "highest accuracy with latency_ms <= 1") is None
-    assert parse_rule("max accuracy where latency_ms < 5 and peak_memory_mb <= 2")[2] == [
-        ("latency_ms", "<", 5.0), ("peak_memory_mb", "<=", 2.0)]
+    assert [(c.metric, c.op, c.bound) for c in parse_rule("max accuracy where latency_ms < 5 and peak_memory_mb <= 2")[2]] \
+        == [("latency_ms", "<", 5.0), ("peak_memory_mb", "<=", 2.0)]
     with pytest.raises(ValueError):
         parse_rule("the best one please")
+
+
+def test_rules_speak_the_constraint_language_every_operator_and_the_reference():
+    """Export rules and constraints share one parser (autoeff.metrics.parse_condition): every
+    operator, and a bound relative to the study's reference model."""
+    from autoeff.errors import ConfigError
+
+    rows = [{"accuracy": 0.5, "latency_ms": 10, "params": 100}, {"accuracy": 0.7, "latency_ms": 30, "params": 200},
+            {"accuracy": 0.6, "latency_ms": 18, "params": 200}]
+    assert select(rows, "highest accuracy with params == 100") == 0
+    assert select(rows, "lowest latency_ms with params == 200") == 2
+    assert select(rows, "highest accuracy with latency_ms > 18") == 1
+    assert select(rows, "highest accuracy with latency_ms < 18") == 0  # strict: 18 is not < 18
+    ref = {"latency_ms": 40.0}
+    assert select(rows, "highest accuracy with latency_ms <= 0.5 * reference", ref) == 2
+    assert select(rows, "highest accuracy with latency_ms <= reference", ref) == 1
+    with pytest.raises(ConfigError, match="reference model"):  # no reference measured
+        select(rows, "highest accuracy with latency_ms <= 0.5 * reference")
+    with pytest.raises(ConfigError, match="only a deployment figure"):
+        parse_rule("lowest latency_ms with accuracy >= 0.9 * reference", {"accuracy": 1.0})
+    with pytest.raises(ConfigError, match="--rule"):
+        parse_rule("highest accuracy with latency_ms about 5")

@@ -266,3 +266,22 @@ def test_extends_merges_a_preset_over_its_parent(tmp_path):
     width = next(d for d in s.dims if d.name == "model.width")
     assert width.choices == (64,)  # lists are replaced
     assert [c.text for c in s.constraints] == ["latency_ms <= 50"]
+
+
+def test_decoder_metrics_and_every_operator_are_accepted(tmp_path):
+    """Objectives and constraints read the metric registry: the decoder figures of
+    docs/decoders.md are one entry each, and a constraint takes every operator."""
+    doc = copy.deepcopy(BASE)
+    doc["objectives"] = {"bpb": "min", "decode_ms": "min", "tokens_per_s": {"direction": "max"}}
+    doc["constraints"] = ["cache_mb <= 8", "prefill_ms < 0.5 * reference", "params == 1000", "bpb > 0.1"]
+    doc["reference"] = {"attention": {"kind": "full"}}
+    s = load_space(write(tmp_path, doc), check=False)
+    assert [o.name for o in s.objectives] == ["bpb", "decode_ms", "tokens_per_s"]
+    assert [o.aggregate for o in s.objectives] == ["mean", "max", "min"]  # the registry's defaults
+    assert [c.op for c in s.constraints] == ["<=", "<", "==", ">"]
+    assert s.constraints[1].factor == 0.5 and not s.constraints[1].resolved
+    s.resolve_reference({"prefill_ms": 4.0})
+    assert s.constraints[1].bound == pytest.approx(2.0)
+    doc["constraints"] = ["bpb <= 0.5 * reference"]  # trained, not measured: never relative
+    with pytest.raises(ConfigError, match="deployment figure"):
+        load_space(write(tmp_path, doc), check=False)

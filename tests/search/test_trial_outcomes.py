@@ -48,6 +48,9 @@ def test_architecture_breaking_a_constraint_is_not_trained(tmp_path, repo, monke
     for r in res.records:
         assert "latency_ms" in r.reason and "training skipped" in r.reason
         assert r.metrics["trained"] == 0.0 and r.violations[0] > 0 and not r.feasible
+        # never trained: no accuracy recorded (it showed as 0.0 and sorted above trained trials);
+        # the sampler is still told the registry's stand-in, accuracy 0.0
+        assert "accuracy" not in r.metrics and not r.trained and r.values[0] == 0.0
     assert res.front == []
 
 

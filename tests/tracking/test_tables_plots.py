@@ -103,3 +103,47 @@ def test_hypervolume_history_grows_to_the_search_value(space):
     values = [h for _, h in hist]
     assert values == sorted(values) and values[1] == values[0] and values[2] > values[1]
     assert values[-1] == pytest.approx(summarize(space, recs, front_of(space, recs))["hypervolume"])
+
+
+def infeasible(n, *, old=False):
+    """A trial whose architecture broke a constraint: never trained. ``old``: as studies
+    written before the metric registry stored it (accuracy 0.0)."""
+    r = TrialRecord(number=n, status="infeasible", params={"attention.kind": "full", "model.depth": 1},
+                    config={"attention": {"kind": "full"}, "model": {"depth": 1, "width": 32, "heads": 2}},
+                    metrics={"latency_ms": 9.0, "peak_memory_mb": 1.0, "size_mb": 0.5, "trained": 0.0},
+                    reason="latency_ms = 9 breaks 'latency_ms <= 1' (architecture alone: training skipped)")
+    if old:
+        r.metrics["accuracy"] = 0.0
+    return r
+
+
+@pytest.mark.parametrize("old", [False, True])
+def test_a_trial_that_was_never_trained_shows_as_not_trained_and_logs_no_accuracy(space, old):
+    from autoeff.tracking.mlflow_tracker import MLflowTracker, _logged
+    from autoeff.tracking.report import report_html
+    from autoeff.tracking.tables import NOT_TRAINED
+
+    rec = infeasible(2, old=old)
+    rec.score(space.objectives, [])
+    assert rec.values[0] == 0.0 and ("accuracy" in rec.metrics) == old  # the sampler's stand-in only
+    recs = [make(0, 0.5, 2.0, 0.3), make(1, 0.4, 1.0, 0.2, kind="linformer"), rec]
+    row = front_rows(space, recs)[2]
+    assert row["accuracy"] == NOT_TRAINED and row["latency_ms"] == 9.0
+    assert "| 2 | t002-full-d1-w32 | infeasible |  | full d1 w32 h2 | not trained | 9 |" in \
+        to_text(space, recs, markdown=True, status=True)
+    logged = _logged(rec)
+    assert "accuracy" not in logged and logged["latency_ms"] == 9.0 and logged["trained"] == 0.0
+    assert "not trained" in MLflowTracker._trial_note(rec)
+    front = front_of(space, recs)
+    page = report_html(space, recs, front)
+    assert "<td>not trained</td>" in page
+
+
+def test_sizes_are_labelled_mib(space):
+    recs = [make(0, 0.5, 2.0, 0.3), make(1, 0.4, 1.0, 0.2, kind="linformer")]
+    fig = front_figure(space, recs, front_of(space, recs))
+    labels = [ax.get_xlabel() for ax in fig.axes]
+    assert "peak_memory_mb (MiB)" in labels and "latency_ms (ms)" in labels
+    from autoeff.search.runner import compact_front
+
+    assert "MiB" in compact_front(space, recs)[0].split()
