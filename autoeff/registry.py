@@ -90,31 +90,26 @@ class Registry(Generic[T]):
         try:
             obj = ep.load()
         except Exception as e:
-            raise PluginError(f"{where} failed to load: {type(e).__name__}: {e}", key=self.key,
-                              value=name, has_value=True) from e
+            raise PluginError(f"{where} failed to load: {type(e).__name__}: {e}") from e
         if isinstance(obj, type):
             if self._items.get(name) is obj:
                 return  # its module registered it under this name
             registered_as = getattr(obj, self.name_attr, "")
             if registered_as and self._items.get(registered_as) is obj:
                 raise PluginError(f"{where}: {obj.__qualname__} is registered as '{registered_as}'; an entry "
-                                  f"point's name must be the {self.what}'s name", key=self.key, value=name,
-                                  has_value=True)
+                                  f"point's name must be the {self.what}'s name")
             if self.base:
                 mod, _, cls = self.base.partition(":")
                 base = getattr(importlib.import_module(mod), cls)
                 if not issubclass(obj, base):
-                    raise PluginError(f"{where}: {obj.__qualname__} does not subclass {mod}.{cls}",
-                                      key=self.key, value=name, has_value=True)
+                    raise PluginError(f"{where}: {obj.__qualname__} does not subclass {mod}.{cls}")
             if name in self._items:
                 raise PluginError(f"{where}: the {self.what} '{name}' is already registered by "
-                                  f"{self._items[name].__module__}.{self._items[name].__qualname__}",
-                                  key=self.key, value=name, allowed=self.names(), has_value=True)
+                                  f"{self._items[name].__module__}.{self._items[name].__qualname__}")
             self.register(name)(obj)
         elif name not in self._items:  # a module (or anything else) must have registered the name
             raise PluginError(f"{where} loaded but registered no {self.what} named '{name}' (point it at "
-                              f"the class, or register the class under the entry point's name)",
-                              key=self.key, value=name, allowed=sorted(self._items), has_value=True)
+                              f"the class, or register the class under the entry point's name)")
 
     def register(self, name: str):
         """Class decorator: register ``cls`` under ``name`` and set ``cls.<name_attr> = name``."""
