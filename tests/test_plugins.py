@@ -171,6 +171,31 @@ def test_plugin_options_are_validated_like_a_builtin_in_the_cli(demo_site, tmp_p
     assert "temperature" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
+@pytest.mark.slow
+def test_ray_workers_find_the_plugin(demo_site, tmp_path):
+    """A Ray search over the plugin's family and task: every trial runs in a Ray worker process,
+    which finds both through the entry points (the driver hands it plain config values only)."""
+    pytest.importorskip("ray")
+    (tmp_path / "ray.yaml").write_text(textwrap.dedent("""
+    name: plugray
+    tasks: [{kind: parity, seq_len: 16}]
+    model: {depth: 1, width: 16, heads: 2, dropout: 0.0}
+    train: {max_steps: 4, batch_size: 16, warmup_steps: 1}
+    deploy: {batch_size: 1, warmup: 1, repeats: 3, threads: 1}
+    space:
+      attention.kind: [temp]
+      attention.temp.temperature: [0.5, 2.0]
+    search: {backend: ray, n_trials: 2, sampler: random, remeasure_front: false,
+             ray: {num_cpus: 2, cpus_per_trial: 1}}
+    """))
+    code = "import sys; from autoeff.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(demo_site), str(REPO)])}
+    r = subprocess.run([sys.executable, "-c", code, "search", "--space", "ray.yaml", "--no-mlflow", "--quiet"],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert "n_complete=2" in r.stdout and "temp(temperature=" in r.stdout, r.stdout
+
+
 def test_a_broken_plugin_is_one_error_naming_its_entry_point(tmp_path):
     site = make_dist(tmp_path / "site", "broken-plugin", {"broken_plugin/__init__.py": "import not_installed_dep\n"},
                      "[autoeff.attention]\nbroken = broken_plugin:Attention\n")
