@@ -22,9 +22,9 @@ functions that need them, and the names below are resolved on first use.
 """
 from __future__ import annotations
 
-import importlib
-import warnings
-from typing import Any
+import importlib as _importlib
+import warnings as _warnings
+from typing import Any as _Any
 
 __version__ = "0.1.0"
 
@@ -45,11 +45,11 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     mod = _LAZY.get(name)
     if mod is None:
         raise AttributeError(f"module 'autoeff' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    value = getattr(_importlib.import_module(f".{mod}", __name__), name)
     globals()[name] = value  # resolved once
     return value
 
@@ -61,7 +61,7 @@ def __dir__():
 def build_model(cfg, specs=None):
     """Deprecated: ``create_model(cfg, deployed=True)`` (the untrained model as deployed, its
     ``compress`` section applied, so a checkpoint of `autoeff train` or a trial loads into it)."""
-    warnings.warn("autoeff.build_model is deprecated; use autoeff.create_model(cfg, deployed=True)",
+    _warnings.warn("autoeff.build_model is deprecated; use autoeff.create_model(cfg, deployed=True)",
                   DeprecationWarning, stacklevel=2)
     from .api import create_model
 
