@@ -1,41 +1,84 @@
 """autoeff: search for deployable efficient transformers.
 
-Public surface, the same verbs as the command line: ``run_search`` (`autoeff search`),
-``load_config`` and ``build_model`` (what `autoeff train` consumes), ``list_attentions``
-(`autoeff list attentions`). Importing ``autoeff`` is cheap: torch, Lightning, Optuna and
-MLflow are imported by the functions that need them.
+The public API is the names in ``__all__`` (documented in README.md, "Python API"); the same
+verbs as the command line:
+
+- spaces and searches: ``load_space`` (`autoeff validate`), ``run_search`` (`autoeff search`),
+  ``load_study`` (what `autoeff pareto` / `autoeff report` read), ``export_trial``
+  (`autoeff export`), ``train`` (`autoeff train`);
+- configs, models, data: ``load_config``, ``create_model`` (fp32 or deployed, optionally from a
+  checkpoint), ``task_spec``, ``example_inputs``, ``load_task``, ``evaluate``,
+  ``measure_model``, ``list_attentions``, ``list_tasks``;
+- fronts: ``hypervolume``, ``pareto_mask``;
+- types: ``RunConfig``, ``Space``, ``StudyResult`` (a ``SearchResult``), ``TrialRecord``,
+  ``Exported``, ``ConfigError``, ``PluginError``.
+
+``build_model`` is the deprecated name of ``create_model(cfg, deployed=True)``. Everything else
+(``autoeff.search.*``, ``autoeff.training.*``, ...) may change without notice. User attention
+families and tasks plug in through entry points (README, "Plugins"; ``autoeff.registry``).
+
+Importing ``autoeff`` is cheap: torch, Lightning, Optuna and MLflow are imported by the
+functions that need them, and the names below are resolved on first use.
 """
 from __future__ import annotations
 
+import importlib as _importlib
+import warnings as _warnings
+from typing import Any as _Any
+
 __version__ = "0.1.0"
 
-from .config import RunConfig, load_config
+from .config import RunConfig  # light: no torch
+from .errors import ConfigError
+
+#: public name -> the module that defines it (imported on first use, PEP 562)
+_LAZY = {
+    **{n: "api" for n in ("load_space", "run_search", "load_study", "export_trial", "train", "load_config",
+                          "create_model", "task_spec", "example_inputs", "load_task", "evaluate",
+                          "measure_model", "list_attentions", "list_tasks", "StudyResult", "Exported")},
+    "SearchResult": "search.runner",
+    "TrialRecord": "search.record",
+    "Space": "search.space",
+    "PluginError": "registry",
+    "hypervolume": "search.pareto",
+    "pareto_mask": "search.pareto",
+}
+
+
+def __getattr__(name: str) -> _Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'autoeff' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f".{mod}", __name__), name)
+    globals()[name] = value  # resolved once
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def build_model(cfg, specs=None):
-    """Build the (untrained) model a RunConfig, or a training-config YAML path, describes, as it
-    is deployed: with its ``compress`` section applied (pruned and quantized structure), so the
-    checkpoint that `autoeff train` or a trial saved loads into it with ``load_state_dict``."""
-    from .compress import build_deployed
+    """Deprecated: ``create_model(cfg, deployed=True)`` (the untrained model as deployed, its
+    ``compress`` section applied, so a checkpoint of `autoeff train` or a trial loads into it)."""
+    _warnings.warn("autoeff.build_model is deprecated; use autoeff.create_model(cfg, deployed=True)",
+                  DeprecationWarning, stacklevel=2)
+    from .api import create_model
 
-    if not isinstance(cfg, RunConfig):
-        cfg = load_config(cfg)
-    return build_deployed(cfg, specs)
-
-
-def run_search(space, overrides=(), **kwargs):
-    """Run (or resume) the search a space file describes; returns a ``SearchResult``
-    (``.records``, ``.front``, ``.summary``). Same as `autoeff search --space SPACE k=v ...`."""
-    from .api import run_search as _run
-
-    return _run(space, overrides, **kwargs)
+    return create_model(cfg, specs, deployed=True)
 
 
-def list_attentions():
-    """Names of the registered attention families."""
-    from .registry import ATTENTIONS
-
-    return ATTENTIONS.names()
-
-
-__all__ = ["build_model", "load_config", "run_search", "list_attentions", "RunConfig", "__version__"]
+__all__ = [
+    # spaces and searches
+    "load_space", "run_search", "load_study", "export_trial", "train",
+    # configs, models, data
+    "load_config", "create_model", "task_spec", "example_inputs", "load_task", "evaluate", "measure_model",
+    "list_attentions", "list_tasks",
+    # fronts
+    "hypervolume", "pareto_mask",
+    # types
+    "RunConfig", "Space", "SearchResult", "StudyResult", "TrialRecord", "Exported", "ConfigError", "PluginError",
+    # deprecated
+    "build_model",
+    "__version__",
+]

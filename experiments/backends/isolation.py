@@ -45,10 +45,7 @@ def autoeff_cmd():
 
 
 def alone(space_file) -> float:
-    from autoeff.config import task_spec
-    from autoeff.model import build_model
-    from autoeff.search.objective import architecture_metrics
-    from autoeff.search.space import load_space
+    from autoeff import create_model as build_model, load_space, measure_model as architecture_metrics, task_spec
 
     space = load_space(space_file)
     cfg = space.materialize({"train.lr": 2e-3})

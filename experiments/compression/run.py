@@ -20,11 +20,9 @@ from pathlib import Path
 
 import yaml
 
-from autoeff.config import parse_run_config, task_spec
-from autoeff.model import build_model
-from autoeff.search.objective import architecture_metrics
-from autoeff.tasks import load_task
-from autoeff.training import evaluate
+from autoeff import create_model as build_model, evaluate, load_config as parse_run_config, load_task
+from autoeff import measure_model as architecture_metrics, task_spec
+# the compression pipeline itself, which this experiment studies step by step (internal API)
 from autoeff.training.run import compress_trained, train_and_evaluate
 from autoeff.training.teacher import load_or_train_teacher
 

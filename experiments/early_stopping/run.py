@@ -64,7 +64,7 @@ def load(out: Path, mode: str, seed: int):
 
 def curve(recs, names, directions, ref):
     """[(cumulative CPU s, hypervolume of the front so far, status)] after each trial."""
-    from autoeff.search.pareto import hypervolume
+    from autoeff import hypervolume
 
     pts, out, cpu = [], [], 0.0
     for r in recs:
@@ -92,7 +92,7 @@ def first_reach(c, target):
 
 
 def analyze(out: Path, seeds, space_file):
-    from autoeff.search.space import load_space
+    from autoeff import load_space
 
     space = load_space(space_file, check=False)
     names, directions = space.objective_names, space.directions

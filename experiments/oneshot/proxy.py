@@ -66,8 +66,7 @@ def main(argv=None) -> int:
 
     from autoeff.config import TrainConfig
     from autoeff.search.oneshot import OneShot
-    from autoeff.search.space import load_space
-    from autoeff.training import evaluate
+    from autoeff import evaluate, load_space
     from autoeff.training.fit import fit
 
     truth = json.loads((HERE / a.truth).read_text())["rank_check"]

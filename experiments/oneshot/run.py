@@ -117,7 +117,7 @@ def _rank_records():
     import optuna
 
     from autoeff.tracking.tables import arch_summary
-    from autoeff.search.record import TrialRecord
+    from autoeff import TrialRecord
 
     study = optuna.load_study(study_name="longseq_oneshot", storage=f"sqlite:///{WORK / 'rankcheck' / 'autoeff.db'}")
     out = []
@@ -142,7 +142,7 @@ def _ablations(space) -> Dict[str, List[str]]:
 
 def phase_ablation(args) -> None:
     from autoeff.search.oneshot import OneShot
-    from autoeff.search.space import load_space
+    from autoeff import load_space
     from autoeff.search.strategy import kendall_tau
 
     t = _timing()
@@ -167,7 +167,7 @@ def _hv_curve(db: Path, study: str, start: float, end: float, ref, directions):
     """(minutes, hypervolume) after each real (complete, feasible) trial that finished by ``end``."""
     import optuna
 
-    from autoeff.search.pareto import hypervolume
+    from autoeff import hypervolume
 
     st = optuna.load_study(study_name=study, storage=f"sqlite:///{db}")
     done = []
@@ -194,9 +194,7 @@ def phase_report(args) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from autoeff.search.pareto import hypervolume, pareto_mask
-    from autoeff.search.record import TrialRecord
-    from autoeff.search.space import load_space
+    from autoeff import TrialRecord, hypervolume, load_space, pareto_mask
     from autoeff.tracking.tables import arch_summary
 
     t = _timing()

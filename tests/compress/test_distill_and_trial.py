@@ -76,7 +76,7 @@ def test_teacher_is_trained_once_cached_and_reused(tmp_path, monkeypatch):
 def test_compressed_distilled_trials_in_a_search(tmp_path, repo):
     """A search over bits and distillation: every trial trains fp32, compresses, is measured on the
     compressed model; the teacher is trained once and its accuracy goes on the parent run."""
-    from autoeff.api import run_search
+    from autoeff import run_search
     from autoeff.tracking import read_search
 
     space = tmp_path / "s.yaml"

@@ -3,7 +3,7 @@
 the front, and their MLflow runs say why they stopped."""
 import pytest
 
-from autoeff.api import run_search
+from autoeff import run_search
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,7 @@ architecture already breaks a constraint is not trained."""
 import pytest
 
 import autoeff.search.objective as objective
-from autoeff.api import run_search
+from autoeff import run_search
 
 
 def overrides(tmp_path, n=3, *extra):
