@@ -285,3 +285,18 @@ def test_decoder_metrics_and_every_operator_are_accepted(tmp_path):
     doc["constraints"] = ["bpb <= 0.5 * reference"]  # trained, not measured: never relative
     with pytest.raises(ConfigError, match="deployment figure"):
         load_space(write(tmp_path, doc), check=False)
+
+
+@pytest.mark.parametrize("change,key,words", [
+    ({"attention.kind": ["full", "linformer"]}, "space.attention.layers.0.kind", "a decoder needs a causal attention family"),
+    ({"attention.full.kv_heads": [0, 3]}, "space.attention.layers.0.full.kv_heads", "must divide model.heads"),
+])
+def test_a_decoder_space_with_an_impossible_choice_fails_before_anything_runs(repo, tmp_path, change, key, words):
+    """docs/decoders.md: a causal space that lists a non-causal family, or a kv_heads that does not
+    divide heads, is one clear error when the space is read (exit 2 on the command line)."""
+    doc = yaml.safe_load((repo / "search_spaces" / "smoke_lm.yaml").read_text())
+    doc["space"].update(change)
+    doc["space"]["model.heads"] = [2]
+    with pytest.raises(ConfigError) as e:
+        load_space(write(tmp_path, doc, "lm.yaml"))
+    assert e.value.key == key and words in str(e.value)
