@@ -371,7 +371,7 @@ class OptunaBackend:
 
     def resolve_reference(self, log) -> None:
         """Relative constraints' bounds: the ``reference:`` model measured once per study, by the
-        first worker (under the claim lock), with the candidates' protocol
+        first worker (the first stored wins if two measure at once), with the candidates' protocol
         (:func:`autoeff.search.objective.deployment_figures`), and stored in the study
         (``autoeff.reference``, with the reference config's fingerprint and the host tag, the
         kind of machine) so that every worker and a resumed search keep the same bounds.
@@ -389,34 +389,45 @@ class OptunaBackend:
         fingerprint = reference_fingerprint(ref_cfg.to_dict())
         with gate().work(), self.exclusive():
             ref = self.study.user_attrs.get(REFERENCE)  # read from the storage: another worker may have stored it
-            why = "measured on {}"
-            if ref is not None:
-                stored = ref.get("fingerprint") or reference_fingerprint(ref.get("config") or {})
-                if stored != fingerprint:
-                    from ...errors import ConfigError
+        why = "measured on {}"
+        if ref is not None:
+            stored = ref.get("fingerprint") or reference_fingerprint(ref.get("config") or {})
+            if stored != fingerprint:
+                from ...errors import ConfigError
 
-                    s = space.search
-                    raise ConfigError(
-                        f"study '{s.study_name}' in {s.storage} judged its trials against another reference "
-                        f"model (fingerprint {stored}, now {fingerprint}); keep the reference: section the study "
-                        f"started with, or start a new study (e.g. search.study_name={s.study_name}-2)",
-                        file=space.file, key="reference", value=space.reference, has_value=True)
-                there = ref.get("host_tag") or host_tag(ref.get("machine") or {})
-                here = host_tag(self._reference_machine(ref_cfg.deploy.device))
-                if there != here:
-                    log(f"the reference model was measured on another kind of machine ({there}); this one is "
-                        f"{here}: measuring it again here")
-                    why = "re-measured on {} (the study's was measured on " + there + ")"
-                    ref = None
-            if ref is None:
-                log("measuring the reference model (relative constraints take their bounds from it)")
-                ref = self._measure_reference()
-                self.study.set_user_attr(REFERENCE, ref)
-                how = why.format(ref.get("host_tag") or (ref.get("machine") or {}).get("host", "this machine"))
-                if ref.get("measured_by"):
-                    how += f", by a {ref['measured_by']}"
-            else:
-                how = f"as measured on {ref.get('host_tag') or host_tag(ref.get('machine') or {})} when the study started"
+                s = space.search
+                raise ConfigError(
+                    f"study '{s.study_name}' in {s.storage} judged its trials against another reference "
+                    f"model (fingerprint {stored}, now {fingerprint}); keep the reference: section the study "
+                    f"started with, or start a new study (e.g. search.study_name={s.study_name}-2)",
+                    file=space.file, key="reference", value=space.reference, has_value=True)
+            there = ref.get("host_tag") or host_tag(ref.get("machine") or {})
+            here = host_tag(self._reference_machine(ref_cfg.deploy.device))
+            if there != here:
+                log(f"the reference model was measured on another kind of machine ({there}); this one is "
+                    f"{here}: measuring it again here")
+                why = "re-measured on {} (the study's was measured on " + there + ")"
+                ref = None
+        if ref is None:
+            # measured holding neither the machine's work lock nor the study's claim lock: the
+            # measurement takes the machine alone (in this process, or in a Ray worker that must
+            # not wait for this process's lock); two workers starting at once may both measure,
+            # and the first stored wins, so every worker of a study keeps the same bounds
+            log("measuring the reference model (relative constraints take their bounds from it)")
+            mine = self._measure_reference()
+            with gate().work(), self.exclusive():
+                first = self.study.user_attrs.get(REFERENCE)
+                if first is not None and first.get("fingerprint") == fingerprint and \
+                        first.get("host_tag") == mine.get("host_tag"):
+                    ref = first  # another worker of this kind of machine stored one meanwhile
+                else:
+                    ref = mine
+                    self.study.set_user_attr(REFERENCE, ref)
+            how = why.format(ref.get("host_tag") or (ref.get("machine") or {}).get("host", "this machine"))
+            if ref.get("measured_by"):
+                how += f", by a {ref['measured_by']}"
+        else:
+            how = f"as measured on {ref.get('host_tag') or host_tag(ref.get('machine') or {})} when the study started"
         space.resolve_reference(ref["metrics"])
         figures = ", ".join(f"{k} {ref['metrics'][k]:.4g}" for k in ("latency_ms", "peak_memory_mb")
                             if k in ref["metrics"])
