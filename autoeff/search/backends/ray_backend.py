@@ -28,7 +28,14 @@ How it maps onto Tune, and the traps it handles:
 - **Local by default**: ``ray.init`` with the machine's CPUs (or ``search.ray.num_cpus``), no
   dashboard, a small object store, Ray's session folder under the run folder; Ray's processes
   share the driver's fate, and ``ray.shutdown`` runs on every exit. ``search.ray.address``
-  (``--ray-address``) joins an existing cluster instead (left running at the end).
+  (``--ray-address``) joins an existing cluster instead (left running at the end); a host:port
+  where nothing accepts a TCP connection is refused at once (one ConfigError line) instead of
+  waiting minutes in Ray's connection retries.
+- **Measured where trials are measured**: the ``reference:`` model of relative budgets is
+  measured by a Ray task with a trial's resources (the candidates' protocol, on a worker of the
+  kind trials run on), as is the front's re-measurement on a cluster.
+- ``search.timeout_s``: the searcher starts no trial after it (running ones finish), as in the
+  Optuna loop.
 - **Resume**: re-run the same command. The Optuna study is the one source of truth: finished
   trials are kept, the killed driver's running trials are marked interrupted and run again.
   ``Tuner.restore`` is not used: it would replay Tune's own snapshot of the experiment, which
