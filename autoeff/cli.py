@@ -175,10 +175,12 @@ def _short(v) -> str:
 def _cmd_export(a) -> int:
     from .export import export_point
 
-    rec, path = export_point(a.space, a.overrides, trial=a.trial, rule=a.rule, out=a.out)
+    rec, path, notes = export_point(a.space, a.overrides, trial=a.trial, rule=a.rule, out=a.out)
     m = rec.metrics
     print(f"exported trial {rec.number} (accuracy {m.get('accuracy', float('nan')):.4g}, "
           f"latency {m.get('latency_ms', float('nan')):.4g} ms, memory {m.get('peak_memory_mb', float('nan')):.4g} MiB) -> {path}")
+    for note in notes:
+        print(f"  {note}")
     print(f"train it: autoeff train --config {path}")
     if a.register:
         from .search.space import load_space

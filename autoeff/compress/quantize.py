@@ -6,8 +6,8 @@
   the token embeddings, the learned positions, Linformer's E and F, Synthesizer's synthetic
   matrices) is stored as int8 with one fp32 scale per row (symmetric, round to nearest).
 * 4 bits: the same weights stored as 4-bit integers packed two per byte (uint8), with one fp16
-  scale per group of ``compress.group_size`` consecutive weights of a row (symmetric, the
-  "Q4_0" layout of llama.cpp: 4.5 bits per weight at groups of 32).
+  scale per group of ``compress.group_size`` consecutive weights of a row (symmetric; groups of
+  64 by default: 4.25 bits per weight. llama.cpp's "Q4_0" is this layout at groups of 32, 4.5 bits).
 
 Biases, LayerNorm parameters, the CLS vector and tensors below :data:`MIN_NUMEL` elements stay in
 fp32 (:func:`quantize` reports them: ``float_params``), as do buffers (FAVOR+ random features,

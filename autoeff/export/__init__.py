@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from ..config import RunConfig, parse_run_config, save_config
 from ..errors import ConfigError
@@ -46,8 +46,12 @@ def choose(space: Space, records: Sequence[TrialRecord], *, trial: Optional[int]
 _REGISTERED_SECTIONS = ("model", "attention", "tasks", "data_dir")
 
 
-def exported_config(space: Space, rec: TrialRecord) -> RunConfig:
+def exported_config(space: Space, rec: TrialRecord, notes: Optional[List[str]] = None) -> RunConfig:
     """The trial's config with the space's ``export:`` overrides (e.g. a full training budget).
+
+    The exported config trains at its full step budget: the search's wall-clock cap
+    (``train.max_time_s``, there to keep trials short) is dropped (set to 0) unless the
+    ``export:`` section sets one itself; ``notes`` (if given) receives one line saying so.
 
     The trial's config was validated when it ran; when the overrides leave the architecture and
     the tasks alone, only the other sections are checked again, without importing torch.
@@ -56,16 +60,27 @@ def exported_config(space: Space, rec: TrialRecord) -> RunConfig:
     overrides = flatten(space.export_overrides)
     for k, v in overrides.items():
         set_path(data, k, v)
+    train = data.get("train") or {}
+    cap = float(train.get("max_time_s") or 0.0)
+    if cap > 0 and "train.max_time_s" not in overrides:
+        train["max_time_s"] = 0.0
+        if notes is not None:
+            notes.append(f"train.max_time_s: the search's {cap:g} s wall-clock cap is dropped (set to 0): the exported "
+                         f"config trains its full {train.get('max_steps', '?')} steps (set export.train.max_time_s "
+                         "to keep a cap)")
     registered = any(k.split(".")[0] in _REGISTERED_SECTIONS for k in overrides)
     return parse_run_config(data, file=f"{space.file} (export)", registered=registered)
 
 
 def export_point(space_path: str, overrides: Sequence[str] = (), *, trial: Optional[int] = None,
-                 rule: Optional[str] = None, out: Optional[str] = None) -> Tuple[TrialRecord, Path]:
+                 rule: Optional[str] = None, out: Optional[str] = None) -> Tuple[TrialRecord, Path, List[str]]:
+    """Write the chosen trial's training config; returns (record, path, notes on what the export
+    changed beyond the ``export:`` overrides, e.g. a dropped time cap)."""
     space = load_space(space_path, overrides, check=False)
     records = load_records(space)
     rec = choose(space, records, trial=trial, rule=rule)
-    cfg = exported_config(space, rec)
+    notes: List[str] = []
+    cfg = exported_config(space, rec, notes)
     path = Path(out or f"{space.name}-trial{rec.number}.yaml")
     keep = metric_names(view="summary")  # the headline figures (autoeff/metrics.py)
     extra = {"exported_from": {"space": str(space.file), "study": space.search.study_name,
@@ -73,4 +88,4 @@ def export_point(space_path: str, overrides: Sequence[str] = (), *, trial: Optio
                                "checkpoint": rec.checkpoint,
                                "metrics": {k: round(float(rec.metrics[k]), 6) for k in keep if k in rec.metrics}}}
     save_config(cfg, path, extra=extra)
-    return rec, path
+    return rec, path, notes

@@ -123,10 +123,12 @@ class Progress:
         m = rec.metrics
         if rec.status in ("complete", "proxy"):
             acc = "accuracy" if rec.status == "complete" else "proxy_accuracy"
-            self(f"    -> {acc} {m.get(acc, float('nan')):.3f}  latency {m.get('latency_ms', 0):.2f} ms  "
+            decoder = "".join(f"  {label} {m[k]:.3g}" for k, label in (("bpb", "bpb"), ("decode_ms", "decode ms"),
+                                                                        ("cache_mb", "cache MiB")) if k in m)
+            self(f"    -> trial {rec.number}: {acc} {m.get(acc, float('nan')):.3f}{decoder}  latency {m.get('latency_ms', 0):.2f} ms  "
                  f"memory {m.get('peak_memory_mb', 0):.2f} MiB  ({rec.duration_s:.0f}s)")
         else:
-            self(f"    -> {rec.status}: {rec.reason}")
+            self(f"    -> trial {rec.number}: {rec.status}: {rec.reason}")
         if not self.live:
             self(f"    [{self.summary_line()}]")
 

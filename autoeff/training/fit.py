@@ -33,6 +33,7 @@ warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*GPU available but not used.*")
 warnings.filterwarnings("ignore", ".*is an invalid version and will not be supported.*")
 warnings.filterwarnings("ignore", ".*LeafSpec.*")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -164,6 +165,10 @@ def fit(model: AutoEffModel, tasks: Sequence[TaskData], cfg: TrainConfig, *, wei
     result.steps, result.seconds, result.last_loss = trainer.global_step, seconds, module.last_loss
     result.steps_per_task = dict(module.steps_per_task)
     result.hit_time_limit = trainer.global_step < cfg.max_steps and not result.stopped_at_rung
+    if result.hit_time_limit:  # never silent: a cut budget changes what the accuracy means
+        log.warning(f"training stopped by the wall-clock cap train.max_time_s = {cfg.max_time_s:g} s after "
+                    f"{trainer.global_step} of {cfg.max_steps} steps ({seconds:.0f} s); set train.max_time_s=0 "
+                    "for the full budget")
     return result
 
 

@@ -86,7 +86,9 @@ def train_and_evaluate(model: AutoEffModel, data: Sequence[TaskData], cfg: RunCo
         metrics[f"test_accuracy.{n}"] = test[n]
         metrics[f"majority.{n}"] = t.majority_accuracy("val")
     metrics.update({"train_steps": float(fr.steps), "train_time_s": fr.seconds - fr.eval_seconds,
-                    "train_loss": fr.last_loss, "eval_time_s": eval_s})
+                    "train_loss": fr.last_loss, "eval_time_s": eval_s,
+                    # 1 when train.max_time_s cut the training (or the compression fine-tune) short
+                    "stopped_by_time_cap": float(bool(extra.pop("finetune_hit_time_limit", 0.0)) or fr.hit_time_limit)})
     if len(data) > 1:
         metrics.update({f"train_steps.{k}": float(v) for k, v in fr.steps_per_task.items()})
     for k in ("train_steps", "train_time_s"):  # the fine-tune is part of the training budget
@@ -121,7 +123,8 @@ def compress_trained(model: AutoEffModel, data: Sequence[TaskData], cfg: RunConf
         with compress.fake_quantized(model, c.bits, c.group_size) if c.qat else contextlib.nullcontext():
             fr = fit(model, data, ft, weights=[weights[t.spec.name] for t in data], progress=shifted, distill=soft,
                      step_guard=step_guard)
-        out.update({"finetune_steps": float(fr.steps), "finetune_time_s": fr.seconds})
+        out.update({"finetune_steps": float(fr.steps), "finetune_time_s": fr.seconds,
+                    "finetune_hit_time_limit": float(fr.hit_time_limit)})
     with guard():
         compress.bake(model)
         out.update(compress.quantize(model, c.bits, half=c.half, group_size=c.group_size))

@@ -198,3 +198,17 @@ def test_build_deployed_measures_like_the_compressed_trained_model():
     probe = build_deployed(cfg)
     assert model_size(probe) == model_size(trained)
     assert model_size(probe)["params"] < model_size(build_model(cfg))["params"]
+
+
+def test_docstring_states_the_default_group_size():
+    """The module docstring's group size and bits per weight are the config's default."""
+    import importlib
+
+    from autoeff.config import CompressConfig
+
+    q = importlib.import_module("autoeff.compress.quantize")  # the module (autoeff.compress.quantize is a function)
+
+    g = CompressConfig().group_size
+    doc = " ".join(q.__doc__.split())
+    assert f"groups of {g} by default" in doc
+    assert f"{4 + 16 / g:g} bits per weight" in doc  # 4-bit weights plus one fp16 scale per group

@@ -45,7 +45,23 @@ def test_plain_lines_in_ci_even_on_a_terminal(space, monkeypatch):
     assert "step 6/12 loss 1.500" in text
     assert "3/4 done, 2 complete, 0 infeasible, 0 pruned, 1 failed, 0 running" in text
     assert "about 0:10 left" in text  # mean trial 10 s x 1 trial to go
-    assert "front: trials 1, 0" in text and "-> failed: failed because" in text
+    assert "front: trials 1, 0" in text and "-> trial 2: failed: failed because" in text
+
+
+def test_every_result_line_names_its_trial(space, monkeypatch):
+    """Two trials at once (Ray): the result that comes first belongs to the trial started first,
+    not to the one announced just before it, and says so."""
+    monkeypatch.setenv("CI", "true")
+    out = io.StringIO()
+    p = Progress(3, stream=out, space=space)
+    p.trial_start(0, 4, {"attention.kind": "full"})
+    p.trial_start(1, 5, {"attention.kind": "linformer"})
+    p.trial_end(rec(4, 0.5, 3.0, 0.3))
+    p.trial_end(rec(5, 0.0, 0.0, 0.0, status="infeasible"))
+    results = [line for line in out.getvalue().splitlines() if "->" in line]
+    assert len(results) == 2
+    assert "-> trial 4: accuracy 0.500" in results[0]
+    assert "-> trial 5: infeasible: infeasible because" in results[1]
 
 
 def test_live_block_on_a_terminal(space, monkeypatch):
@@ -70,7 +86,7 @@ def test_live_block_on_a_terminal(space, monkeypatch):
         p.close()
     text = out.getvalue()
     assert "\x1b[" in text  # redrawn in place
-    assert "-> pruned: pruned because" in text  # messages still scroll above the block
+    assert "-> trial 2: pruned: pruned because" in text  # messages still scroll above the block
     assert p._ticker is None
 
 

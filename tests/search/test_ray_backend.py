@@ -84,12 +84,19 @@ def _run(cmd, cwd, timeout=420):
 def test_smoke_space_on_a_loopback_cluster(tmp_path, autoeff_cmd, ray_cluster):
     space = str(REPO / "search_spaces" / "smoke.yaml")
     r = _run(autoeff_cmd + ["search", "--space", space, "--ray-address", ray_cluster, "search.n_trials=4",
-                            "search.early_stopping={rungs: [0.34, 0.67], eta: 100}"], tmp_path)
+                            "search.early_stopping={rungs: [0.34, 0.67], eta: 100}",
+                            "constraints=[latency_ms <= 1000 * reference]",  # a loose relative budget
+                            "reference={attention: {kind: full}, model: {depth: 1, width: 32, heads: 2}}"], tmp_path)
     assert "joining the Ray cluster" in r.stderr and "Pareto front" in r.stdout
 
     import optuna
 
     study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{tmp_path / 'autoeff.db'}")
+    ref = study.user_attrs["autoeff.reference"]  # measured like the candidates: on a worker, not by the driver
+    assert ref["measured_by"].startswith("ray worker on node") and ref["readings"] >= 1 and ref["host_tag"]
+    assert "by a ray worker on node" in r.stderr
+    for n in range(4):  # two trials run at once: every result line names its trial
+        assert f"-> trial {n}: " in r.stderr
     recs = {t.number: t.user_attrs["autoeff.record"] for t in study.trials}
     assert len(study.trials) == 4 and all(t.state.is_finished() for t in study.trials)
     assert {r["status"] for r in recs.values()} <= {"complete", "pruned"}

@@ -62,6 +62,37 @@ CLAIM_POLL_S = 2.0
 MAX_DUPLICATES = 25  # consecutive already-tried proposals before the space counts as exhausted
 
 
+SPACE = "autoeff.space"  # study user attr: the space's fingerprint (Space.fingerprint), compared on resume
+SPACE_SPEC = "autoeff.space_spec"  # study user attr: what the fingerprint covers, key by key (to name changes)
+
+
+def space_spec(space: Space) -> Dict[str, str]:
+    """What :meth:`Space.fingerprint` covers, one short hash per key (``space.<dimension>``,
+    ``objectives.<name>``, the fixed config's dotted keys, ``attention.per_layer``): a resumed
+    study with another fingerprint names the keys that changed."""
+    import dataclasses
+    import hashlib
+
+    from ..space import flatten
+
+    def h(v: Any) -> str:
+        return hashlib.sha256(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+    out = {f"space.{d.name}": h(dataclasses.asdict(d)) for d in space.dims}
+    out.update({f"objectives.{o.name}": h(dataclasses.asdict(o)) for o in space.objectives})
+    out.update({k: h(v) for k, v in flatten(space.base).items()})
+    if space.per_layer:
+        out["attention.per_layer"] = h(space.per_layer)
+    return out
+
+
+def changed_keys(old: Optional[Dict[str, str]], new: Dict[str, str]) -> List[str]:
+    """Keys added, removed or changed between two :func:`space_spec` (none known without the old one)."""
+    if not old:
+        return []
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
 class _OptunaSuggest:
     def __init__(self, trial: optuna.Trial):
         self.t = trial
@@ -127,8 +158,20 @@ class OptunaBackend:
                 "use another search.study_name for different objectives",
                 file=space.file, key="objectives", value=space.objective_names, has_value=True,
             )
-        if not self.study.user_attrs.get("autoeff.space"):
-            self.study.set_user_attr("autoeff.space", space.fingerprint())
+        stored_fp = self.study.user_attrs.get(SPACE)
+        if stored_fp and stored_fp != space.fingerprint():
+            from ...errors import ConfigError
+
+            changed = changed_keys(self.study.user_attrs.get(SPACE_SPEC), space_spec(space))
+            raise ConfigError(
+                f"study '{s.study_name}' in {s.storage} was created with another space"
+                + (f" (changed: {', '.join(changed[:8])}{', ...' if len(changed) > 8 else ''})" if changed else "")
+                + f"; its trials would share one front with this one's: keep the space it started with, or start "
+                f"a new study (e.g. search.study_name={s.study_name}-2)",
+                file=space.file, key="search.study_name", value=s.study_name, has_value=True)
+        if not stored_fp:
+            self.study.set_user_attr(SPACE, space.fingerprint())
+            self.study.set_user_attr(SPACE_SPEC, space_spec(space))
             self.study.set_user_attr("autoeff.objectives", space.objective_names)
             self.study.set_metric_names(space.objective_names)
 
@@ -264,6 +307,17 @@ class OptunaBackend:
                 "the space looks exhausted, stopping early")
             return None, {}, None, "exhausted"
 
+    def timeout_reached(self, started: float, log) -> bool:
+        """Whether ``search.timeout_s`` has passed since ``started`` (``time.monotonic``): then no
+        new trial starts (both backends ask before each claim); said once."""
+        t = self.space.search.timeout_s
+        if not t or time.monotonic() - started < t:
+            return False
+        if not getattr(self, "_timeout_said", False):
+            self._timeout_said = True
+            log(f"search.timeout_s = {t:g} s reached after {self._done()} trials: no new trials")
+        return True
+
     def _tell(self, trial: optuna.Trial, rec: TrialRecord) -> None:
         """Store a finished trial's record and tell Optuna: COMPLETE with values (complete,
         infeasible, proxy), PRUNED without values (stopped early), FAIL otherwise."""
@@ -317,27 +371,80 @@ class OptunaBackend:
 
     def resolve_reference(self, log) -> None:
         """Relative constraints' bounds: the ``reference:`` model measured once per study, by the
-        first worker (under the claim lock), and stored in the study (``autoeff.reference``) so
-        that every worker and a resumed search keep the same bounds."""
+        first worker (the first stored wins if two measure at once), with the candidates' protocol
+        (:func:`autoeff.search.objective.deployment_figures`), and stored in the study
+        (``autoeff.reference``, with the reference config's fingerprint and the host tag, the
+        kind of machine) so that every worker and a resumed search keep the same bounds.
+
+        On resume: a changed ``reference:`` section (another fingerprint) is refused (a
+        ConfigError naming the study: the bounds its trials were judged by would change under
+        them); a different kind of machine re-measures the reference here, says so, and stores
+        it (the stored figures would judge this machine's candidates by another machine's speed)."""
         space = self.space
         if not space.reference:
             return
+        from ..objective import host_tag, reference_fingerprint  # torch: only a search with a reference needs it
+
+        ref_cfg = space.reference_config()
+        fingerprint = reference_fingerprint(ref_cfg.to_dict())
         with gate().work(), self.exclusive():
             ref = self.study.user_attrs.get(REFERENCE)  # read from the storage: another worker may have stored it
-            if ref is None:
-                from ..objective import measure_reference  # torch: only a search with a reference needs it
+        why = "measured on {}"
+        if ref is not None:
+            stored = ref.get("fingerprint") or reference_fingerprint(ref.get("config") or {})
+            if stored != fingerprint:
+                from ...errors import ConfigError
 
-                log("measuring the reference model (relative constraints take their bounds from it)")
-                ref = measure_reference(space)
-                self.study.set_user_attr(REFERENCE, ref)
-                how = "measured on " + (ref.get("machine") or {}).get("host", "this machine")
-            else:
-                how = f"as measured on {(ref.get('machine') or {}).get('host', '?')} when the study started"
+                s = space.search
+                raise ConfigError(
+                    f"study '{s.study_name}' in {s.storage} judged its trials against another reference "
+                    f"model (fingerprint {stored}, now {fingerprint}); keep the reference: section the study "
+                    f"started with, or start a new study (e.g. search.study_name={s.study_name}-2)",
+                    file=space.file, key="reference", value=space.reference, has_value=True)
+            there = ref.get("host_tag") or host_tag(ref.get("machine") or {})
+            here = host_tag(self._reference_machine(ref_cfg.deploy.device))
+            if there != here:
+                log(f"the reference model was measured on another kind of machine ({there}); this one is "
+                    f"{here}: measuring it again here")
+                why = "re-measured on {} (the study's was measured on " + there + ")"
+                ref = None
+        if ref is None:
+            # measured holding neither the machine's work lock nor the study's claim lock: the
+            # measurement takes the machine alone (in this process, or in a Ray worker that must
+            # not wait for this process's lock); two workers starting at once may both measure,
+            # and the first stored wins, so every worker of a study keeps the same bounds
+            log("measuring the reference model (relative constraints take their bounds from it)")
+            mine = self._measure_reference()
+            with gate().work(), self.exclusive():
+                first = self.study.user_attrs.get(REFERENCE)
+                if first is not None and first.get("fingerprint") == fingerprint and \
+                        first.get("host_tag") == mine.get("host_tag"):
+                    ref = first  # another worker of this kind of machine stored one meanwhile
+                else:
+                    ref = mine
+                    self.study.set_user_attr(REFERENCE, ref)
+            how = why.format(ref.get("host_tag") or (ref.get("machine") or {}).get("host", "this machine"))
+            if ref.get("measured_by"):
+                how += f", by a {ref['measured_by']}"
+        else:
+            how = f"as measured on {ref.get('host_tag') or host_tag(ref.get('machine') or {})} when the study started"
         space.resolve_reference(ref["metrics"])
         figures = ", ".join(f"{k} {ref['metrics'][k]:.4g}" for k in ("latency_ms", "peak_memory_mb")
                             if k in ref["metrics"])
         rel = [c.label for c in space.constraints if c.factor is not None]
         log(f"reference model: {figures} ({how}); {'; '.join(rel) or 'no relative constraint'}")
+
+    def _reference_machine(self, device: str) -> Dict[str, str]:
+        """The machine this backend's trials are measured on (here: this one)."""
+        from ...measure.host import machine_info
+
+        return machine_info(device)
+
+    def _measure_reference(self) -> Dict[str, Any]:
+        """The reference model measured where this backend's trials are measured (here: in this process)."""
+        from .. import objective
+
+        return objective.measure_reference(self.space)
 
     # ---- the loop -----------------------------------------------------------------------
     def start(self, callbacks: Sequence[SearchCallback], log) -> None:
@@ -375,9 +482,7 @@ class OptunaBackend:
         waiting = False
         t_search = time.monotonic()
         while True:
-            if space.search.timeout_s and time.monotonic() - t_search >= space.search.timeout_s:
-                log(f"search.timeout_s = {space.search.timeout_s:g} s reached after {self._done()} trials: "
-                    "no new trials")
+            if self.timeout_reached(t_search, log):
                 break
             trial, params, rec, why = self.claim(log)
             if trial is None:

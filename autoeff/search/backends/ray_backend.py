@@ -28,7 +28,14 @@ How it maps onto Tune, and the traps it handles:
 - **Local by default**: ``ray.init`` with the machine's CPUs (or ``search.ray.num_cpus``), no
   dashboard, a small object store, Ray's session folder under the run folder; Ray's processes
   share the driver's fate, and ``ray.shutdown`` runs on every exit. ``search.ray.address``
-  (``--ray-address``) joins an existing cluster instead (left running at the end).
+  (``--ray-address``) joins an existing cluster instead (left running at the end); a host:port
+  where nothing accepts a TCP connection is refused at once (one ConfigError line) instead of
+  waiting minutes in Ray's connection retries.
+- **Measured where trials are measured**: the ``reference:`` model of relative budgets is
+  measured by a Ray task with a trial's resources (the candidates' protocol, on a worker of the
+  kind trials run on), as is the front's re-measurement on a cluster.
+- ``search.timeout_s``: the searcher starts no trial after it (running ones finish), as in the
+  Optuna loop.
 - **Resume**: re-run the same command. The Optuna study is the one source of truth: finished
   trials are kept, the killed driver's running trials are marked interrupted and run again.
   ``Tuner.restore`` is not used: it would replay Tune's own snapshot of the experiment, which
@@ -56,6 +63,7 @@ from ..space import Space
 from .optuna_backend import CLAIM_POLL_S, OptunaBackend, StudyRungJudge
 
 RECORD_KEY = "autoeff_record"
+PROBE_TIMEOUT_S = 10.0  # a Ray address that does not accept a TCP connection within this is refused
 _MAX_TEMP_DIR = 40  # Ray's socket paths (<temp>/session_<date>_<pid>/sockets/plasma_store) must fit 107 bytes
 
 
@@ -94,7 +102,6 @@ def _worker_storage(url: str):
 def _ray_trial(config: Dict[str, Any], space: Space = None, storage: str = "", artifacts: str = "") -> None:
     """One trial in a Ray worker: pin torch's threads to the trial's CPUs, run the shared
     objective (rung decisions against the study), report the record once."""
-    import ray
     from ray import tune
 
     with gate().work():  # the first trial of a worker imports torch and Lightning: seconds of CPU
@@ -102,8 +109,7 @@ def _ray_trial(config: Dict[str, Any], space: Space = None, storage: str = "", a
 
         from ..objective import run_trial
 
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-    torch.set_num_threads(max(1, int(cpus)))  # Ray sets OMP_NUM_THREADS=1; a trial uses the CPUs it holds
+    _pin_threads()  # Ray sets OMP_NUM_THREADS=1; a trial uses the CPUs it holds
     judge = None
     if space.search.early_stopping is not None:
         judge = StudyRungJudge(_worker_storage(storage), config["study_id"], config["trial_id"], config["number"],
@@ -114,6 +120,33 @@ def _ray_trial(config: Dict[str, Any], space: Space = None, storage: str = "", a
     report = {name: float(values.get(name, math.nan)) for name in space.objective_names}
     report[RECORD_KEY] = json.dumps(rec.to_json(), default=float)
     tune.report(report)
+
+
+def _pin_threads() -> None:
+    """torch's thread count = the CPUs Ray assigned to this task (Ray sets OMP_NUM_THREADS=1)."""
+    import ray
+    import torch
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    torch.set_num_threads(max(1, int(cpus)))
+
+
+def _remote_machine(device: str) -> Dict[str, str]:
+    from ...measure.host import machine_info
+
+    return machine_info(device)
+
+
+def _remote_reference(space: Space) -> Dict[str, Any]:
+    """The reference model measured in a Ray worker, as a trial's worker would measure a candidate."""
+    import ray
+
+    with gate().work():
+        from ..objective import measure_reference
+    _pin_threads()
+    ref = measure_reference(space)
+    ref["measured_by"] = f"ray worker on node {ray.get_runtime_context().get_node_id()[:12]}"
+    return ref
 
 
 def _remote_remeasure(space: Space, rec: TrialRecord) -> TrialRecord:
@@ -136,10 +169,13 @@ def _searcher_class():
             self.backend, self.callbacks, self.progress = backend, list(callbacks), progress
             self.pending: Dict[str, Any] = {}  # Tune trial id -> (optuna trial, started at)
             self._next_poll = 0.0
+            self.started = time.monotonic()  # search.timeout_s counts from here (as the Optuna loop's)
 
         def suggest(self, trial_id: str):
             b = self.backend
             while True:
+                if b.timeout_reached(self.started, self.progress):  # no new trials; running ones finish
+                    return Searcher.FINISHED
                 if time.monotonic() < self._next_poll:
                     return None
                 trial, params, rec, why = b.claim(self.progress)
@@ -225,6 +261,7 @@ class RayBackend(OptunaBackend):
         kw: Dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                                   configure_logging=True)
         if r.address:
+            self._probe_address(r.address)
             log(f"joining the Ray cluster at {r.address}")
             try:
                 ray.init(address=r.address, **kw)
@@ -245,6 +282,28 @@ class RayBackend(OptunaBackend):
             log(f"started a local Ray instance ({int(ray.cluster_resources().get('CPU', 0))} CPUs, "
                 f"session folder {self._session_dir})")
         return True
+
+    def _probe_address(self, address: str) -> None:
+        """Fail fast when nothing listens at ``host:port`` (``ray://host:port`` too): ``ray.init``
+        would retry the GCS connection for minutes. One TCP connection attempt, at most
+        :data:`PROBE_TIMEOUT_S` seconds; ``auto`` is left to Ray (it reads the local cluster's address file)."""
+        import socket
+
+        from ...errors import ConfigError
+
+        hostport = address.split("://", 1)[-1].rstrip("/")
+        host, sep, port = hostport.rpartition(":")
+        if address == "auto" or not sep or not port.isdigit():
+            return
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S):
+                return
+        except OSError as e:
+            why = e.strerror or type(e).__name__
+        raise ConfigError(
+            f"no Ray cluster answers at {address} ({why}); start one there with `ray start --head --port={port}` "
+            "(on that machine), or leave out --ray-address / search.ray.address for a local Ray instance",
+            file=self.space.file, key="search.ray.address", value=address, has_value=True)
 
     def _start_reaper(self) -> None:
         """A watcher that ends this instance's processes if the driver dies (see ``_reaper``)."""
@@ -312,8 +371,8 @@ class RayBackend(OptunaBackend):
             signal.signal(signal.SIGTERM, _raise_interrupt)
         connected = False
         try:
+            connected = self._init_ray(log)  # first: the reference model is measured on a worker
             self.start(callbacks, log)
-            connected = self._init_ray(log)
             self._tune(callbacks, progress)
             remeasure = self._remote_remeasure if space.search.ray.address else None
             return self.finish(callbacks, log, remeasure=remeasure)
@@ -352,16 +411,34 @@ class RayBackend(OptunaBackend):
                                                 reason="Ray Tune ended without a result for this trial"),
                              time.perf_counter())
 
+    def _remote_options(self) -> Dict[str, Any]:
+        """``ray.remote`` options for a task with one trial's resources (so it lands on a node of
+        the kind trials run on)."""
+        res = self._resources()
+        opts: Dict[str, Any] = {"num_cpus": res.pop("CPU"), "num_gpus": res.pop("GPU", 0.0)}
+        if res:
+            opts["resources"] = res
+        return opts
+
+    def _reference_machine(self, device: str) -> Dict[str, str]:
+        """The kind of machine trials are measured on: asked of a worker with a trial's resources."""
+        import ray
+
+        return ray.get(ray.remote(_remote_machine).options(**self._remote_options()).remote(device))
+
+    def _measure_reference(self) -> Dict[str, Any]:
+        """The reference model measured like the candidates it judges: on a Ray worker, as a task
+        with a trial's resources and thread count, not by the driver."""
+        import ray
+
+        return ray.get(ray.remote(_remote_reference).options(**self._remote_options()).remote(self.space))
+
     def _remote_remeasure(self, space: Space, rec: TrialRecord) -> TrialRecord:
         """Re-measure a front candidate on a cluster node of the kind trials ran on (the
         ``deploy.resources`` kind, when set), not on the driver's machine."""
         import ray
 
-        res = self._resources()
-        opts: Dict[str, Any] = {"num_cpus": res.pop("CPU"), "num_gpus": res.pop("GPU", 0.0)}
-        if res:
-            opts["resources"] = res
-        fn = ray.remote(_remote_remeasure).options(**opts)
+        fn = ray.remote(_remote_remeasure).options(**self._remote_options())
         return ray.get(fn.remote(space, rec))
 
 
