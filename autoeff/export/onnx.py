@@ -131,9 +131,14 @@ def _export(module: nn.Module, x: torch.Tensor, mask: torch.Tensor, path: Path, 
     except Exception as e:  # torch.export could not trace the family
         raise ExportError(f"attention family '{family}' cannot be exported to ONNX on torch {torch.__version__}: "
                           f"torch.export could not trace it ({_cause(e)})") from None
-    with _quiet():
-        torch.onnx.export(program, (x, mask), str(path), input_names=["x", "mask"], output_names=["logits"],
-                          dynamo=True, opset_version=OPSET, verbose=False, external_data=False)
+    try:
+        with _quiet():
+            torch.onnx.export(program, (x, mask), str(path), input_names=["x", "mask"], output_names=["logits"],
+                              dynamo=True, opset_version=OPSET, verbose=False, external_data=False)
+    except Exception as e:  # traced, but an operator has no ONNX translation
+        path.unlink(missing_ok=True)
+        raise ExportError(f"attention family '{family}' cannot be exported to ONNX on torch {torch.__version__}: "
+                          f"an operator of its graph has no ONNX translation ({_cause(e)})") from None
 
 
 def _not_2d_weight(path: Path) -> List[str]:
@@ -173,7 +178,7 @@ def export_onnx(cfg: RunConfig, checkpoint: str, out: str, *, int8: bool = True,
         x, mask = _examples(cfg, i, max(examples, batch))
         x, mask = x[: (x.shape[0] // batch) * batch], mask[: (x.shape[0] // batch) * batch]
         fp32_path = stem.with_suffix(".onnx")
-        _export(wrapped, x[:batch], mask[:batch], fp32_path, cfg.attention.kind)
+        _export(wrapped, x[:batch], mask[:batch], fp32_path, "/".join(sorted(set(cfg.attention.kinds))))
         with torch.inference_mode():
             ref = torch.cat([wrapped(x[j:j + batch], mask[j:j + batch]) for j in range(0, x.shape[0], batch)])
         got = _run_ort(fp32_path, x, mask, batch)

@@ -93,8 +93,8 @@ class DecoderLM(nn.Module):
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, task: Optional[str] = None) -> torch.Tensor:
         """One causal pass: x (B, N) token ids, mask (B, N) True at real tokens -> logits (B, N, V)."""
         task = self._task(task)
-        if mask is not None and bool(mask.all()):
-            mask = None  # no padding: the families' unmasked causal path
+        if mask is not None and not torch.compiler.is_compiling() and bool(mask.all()):
+            mask = None  # no padding: the families' unmasked causal path (a traced graph keeps the mask)
         h = self._embed(x, task)  # (B, N, D)
         h = self.encoder(h, mask, causal=True)  # (B, N, D), final norm included
         return self._head(h, task)  # (B, N, V)

@@ -15,8 +15,11 @@ from autoeff.training.run import train_and_evaluate
 pytest.importorskip("onnxruntime")
 
 EXPORTS = {"full": {}, "linformer": {"rank": 16}, "synthesizer": {"mode": "dense", "mix": True},
-           "linear": {"feature_map": "favor", "features": 16}}
+           "linear": {"feature_map": "favor", "features": 16}, "sliding_window": {"window": 8}}
 CANNOT = {"longformer": {"window": 16}, "reformer": {"bucket_size": 16}}
+# decoders: the graph is the prefill pass (token ids and mask in, logits (B, N, V) out)
+DECODER_EXPORTS = {"full": {"kv_heads": 2}, "sliding_window": {"window": 8}}
+DECODER_CANNOT = {"gated_deltanet": ({"chunk_size": 8}, "no ONNX translation")}  # its chunk's triangular solve
 
 
 def _trained(tmp_path, kind, opts, compress):
@@ -34,7 +37,38 @@ def _trained(tmp_path, kind, opts, compress):
 
 
 def test_every_family_is_classified():
-    assert set(EXPORTS) | set(CANNOT) == set(autoeff.list_attentions()), "classify the new family here"
+    causal_only = {"gated_deltanet"}  # decoders only: classified below
+    assert set(EXPORTS) | set(CANNOT) | causal_only == set(autoeff.list_attentions()), "classify the new family here"
+    assert causal_only <= set(DECODER_EXPORTS) | set(DECODER_CANNOT)
+
+
+def _decoder(tmp_path, kind, opts):
+    cfg = parse_run_config({"model": {"arch": "decoder", "width": 32, "heads": 4, "depth": 1, "dropout": 0.0},
+                            "attention": {"kind": kind, kind: opts},
+                            "tasks": [{"kind": "mqar", "seq_len": 32, "n_pairs": 4, "vocab": 64,
+                                       "n_train": 64, "n_val": 16, "n_test": 16}],
+                            "deploy": {"batch_size": 2}})
+    path = tmp_path / f"{kind}.pt"
+    torch.save({"state_dict": build_model(cfg).state_dict()}, path)
+    return cfg, str(path)
+
+
+@pytest.mark.parametrize("kind", sorted(DECODER_EXPORTS))
+def test_decoder_prefill_graph_exports_and_onnxruntime_matches_pytorch(tmp_path, kind):
+    cfg, ckpt = _decoder(tmp_path, kind, DECODER_EXPORTS[kind])
+    report = export_onnx(cfg, ckpt, str(tmp_path / "model.yaml"))
+    fp32 = report.files[0]
+    assert fp32.precision == "fp32" and fp32.ok and fp32.max_abs_diff < 1e-4, fp32
+
+
+@pytest.mark.parametrize("kind", sorted(DECODER_CANNOT))
+def test_decoder_family_that_cannot_export_says_why(tmp_path, kind):
+    opts, why = DECODER_CANNOT[kind]
+    cfg, ckpt = _decoder(tmp_path, kind, opts)
+    with pytest.raises(ExportError) as e:
+        export_onnx(cfg, ckpt, str(tmp_path / "model.yaml"))
+    assert f"attention family '{kind}' cannot be exported to ONNX" in str(e.value) and why in str(e.value)
+    assert not (tmp_path / "model.onnx").exists()
 
 
 @pytest.mark.parametrize("kind", sorted(EXPORTS))
