@@ -1,6 +1,6 @@
 """`autoeff bench attention --quick`: the whole pipeline runs and writes well-formed outputs.
 
-Timings are never checked here (see DESIGN.md: benchmarks compare, tests check behaviour).
+Timings are never checked here (see docs/architecture.md: benchmarks compare, tests check behaviour).
 """
 from __future__ import annotations
 
