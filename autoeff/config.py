@@ -200,7 +200,7 @@ class TrainConfig:
 
 @dataclass
 class DeployConfig:
-    """How the deployable model is measured (see DESIGN.md, measurement protocol)."""
+    """How the deployable model is measured (see docs/architecture.md, measurement protocol)."""
 
     batch_size: int = 1
     warmup: int = 3

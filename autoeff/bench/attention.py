@@ -669,16 +669,9 @@ def _update_readme(path: Path, text: str) -> None:
 def _device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{name} ({os.cpu_count()} CPUs)"
+    from ..measure.host import cpu_model
+
+    return f"{cpu_model()} ({os.cpu_count()} CPUs)"
 
 
 def _loadavg() -> str:

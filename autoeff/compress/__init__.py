@@ -1,4 +1,4 @@
-"""Compression: the trained fp32 model -> the deployed model (see DESIGN.md, the ``compress``
+"""Compression: the trained fp32 model -> the deployed model (see docs/architecture.md, the ``compress``
 stage of the data flow).
 
 - :mod:`.quantize`: 16 bits (bf16/fp16), 8 and 4 bits (weights stored as integers, read back

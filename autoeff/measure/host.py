@@ -10,7 +10,10 @@ from typing import Dict
 
 
 @functools.lru_cache(maxsize=1)
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name: the first ``model name`` line of /proc/cpuinfo (Linux), else what
+    :mod:`platform` knows, else ``"unknown"``. The one parser used by the trial record, the
+    MLflow machine tags and the benchmarks."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -18,7 +21,7 @@ def _cpu_model() -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def machine_info(device: str = "cpu") -> Dict[str, str]:
@@ -30,4 +33,4 @@ def machine_info(device: str = "cpu") -> Dict[str, str]:
 
         if torch.cuda.is_available():
             gpu = torch.cuda.get_device_name(torch.device(device))
-    return {"host": socket.gethostname(), "cpu": _cpu_model(), "cpus": str(os.cpu_count() or 0), "gpu": gpu}
+    return {"host": socket.gethostname(), "cpu": cpu_model(), "cpus": str(os.cpu_count() or 0), "gpu": gpu}

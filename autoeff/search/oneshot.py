@@ -35,7 +35,7 @@ from ..errors import ConfigError
 from .pareto import pareto_mask
 from .record import TrialRecord
 from .space import Dimension, Space, _candidate
-from .strategy import Log, Strategy, kendall_tau
+from .strategy_base import Log, Strategy, kendall_tau
 
 _NUMERIC = (int, float)
 

@@ -696,6 +696,12 @@ def _check_oneshot(space: Space) -> None:
     if share:
         raise ConfigError("the supernet gives every layer its own Linformer projections", key="attention.linformer.share_layers",
                           value=share, allowed=[False], has_value=True)
+    sandwich = ("largest", "smallest", "random")  # what OneShot.sample() draws for an entry
+    entries = space.oneshot.sandwich if space.oneshot is not None else []
+    if not isinstance(entries, (list, tuple)) or not entries or any(e not in sandwich for e in entries):
+        raise ConfigError("each entry of the sandwich names the subnet trained at that place of a step",
+                          key="oneshot.sandwich", value=entries, allowed=f"a non-empty list of {list(sandwich)}",
+                          has_value=True)
     for d in space.dims:
         if d.name.endswith("linformer.share_layers") and True in d.choices:
             raise ConfigError("the supernet gives every layer its own Linformer projections", key=f"space.{d.name}",

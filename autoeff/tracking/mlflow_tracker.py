@@ -109,24 +109,15 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
 def machine_tags() -> Dict[str, str]:
     """Versions and machine: latency and memory depend on them."""
     import autoeff
+    from ..measure.host import cpu_model
 
     tags = {"versions.autoeff": autoeff.__version__, "versions.python": platform.python_version()}
     for dist in ("torch", "optuna", "ray", "mlflow", "pytorch-lightning"):
         tags[f"versions.{dist}"] = _version(dist)
-    tags.update({"machine.cpu": _cpu_model(), "machine.cpu_threads": str(os.cpu_count() or 0),
+    tags.update({"machine.cpu": cpu_model(), "machine.cpu_threads": str(os.cpu_count() or 0),
                  "machine.os": f"{platform.system()} {platform.release()}", "machine.arch": platform.machine()})
     try:
         import torch

@@ -1,6 +1,6 @@
 """`autoeff bench attention --quick`: the whole pipeline runs and writes well-formed outputs.
 
-Timings are never checked here (see DESIGN.md: benchmarks compare, tests check behaviour).
+Timings are never checked here (see docs/architecture.md: benchmarks compare, tests check behaviour).
 """
 from __future__ import annotations
 
@@ -43,9 +43,10 @@ def test_json_and_csv_are_well_formed(quick_run):
     for r in rows:
         for p in ("fwd", "fb"):
             st = r[f"{p}_status"]
-            assert st == "ok" or st.startswith(("skipped", "error")), st
-            if st == "ok":
-                assert r[f"{p}_ms"] > 0 and r[f"{p}_mem_mb"] >= 0 and r[f"{p}_speedup"] > 0
+            # at these tiny lengths every family runs: an error or a skip here is a broken family
+            # (this check used to accept "error", so a run where every cell failed passed)
+            assert st == "ok", (r["variant"], r["N"], p, st)
+            assert r[f"{p}_ms"] > 0 and r[f"{p}_mem_mb"] >= 0 and r[f"{p}_speedup"] > 0
     full = [r for r in rows if r["variant"] == "full"]
     assert all(r["fwd_status"] == "ok" and r["fwd_speedup"] == pytest.approx(1.0) for r in full)
     lin = next(r for r in rows if r["variant"] == "linformer")

@@ -77,7 +77,14 @@ def test_search_mlflow_export_train_roundtrip(tmp_path, repo, autoeff_cmd, smoke
     model = autoeff.build_model(cfg)
     blob = torch.load(tmp_path / "runs" / "model" / "model.pt", weights_only=True)
     model.load_state_dict(blob["state_dict"])
-    assert 0.0 <= blob["metrics"]["accuracy"] <= 1.0
+    # the recorded accuracy is the saved model's: recomputed here from the checkpoint (one example
+    # may flip on a near tie at another thread count); was: 0 <= accuracy <= 1
+    from autoeff.tasks import load_task
+    from autoeff.training import evaluate
+
+    data = [load_task(t, cfg.data_dir) for t in cfg.tasks]
+    (val,) = evaluate(model, data, "val").values()  # smoke.yaml: one task
+    assert blob["metrics"]["accuracy"] == pytest.approx(val, abs=1.01 / len(data[0].splits["val"]))
 
     # --onnx: the trial's deployed model as ONNX, checked with onnxruntime (smoke: full / linformer export)
     r = run(autoeff_cmd + ["export", "--space", space, "--trial", front_ids[0], "-o", "front.yaml", "--onnx"], tmp_path)
@@ -135,7 +142,11 @@ def test_killed_search_resumes_without_loss_or_duplicates(tmp_path, repo, autoef
     assert len(interrupted) == 1 and interrupted[0].state.name == "FAIL"
     retry = [t for t in complete if t.user_attrs.get("autoeff.retry_of") == interrupted[0].number]
     assert len(retry) == 1 and retry[0].params == interrupted[0].params
-    assert len(recs) == len(set(recs))
+    # no candidate was trained twice: the resumed search re-proposed nothing it had already
+    # trained as a new real trial (a re-proposal is recorded as a duplicate); was: len(d) == len(set(d))
+    trained = [json.dumps(t.params, sort_keys=True) for t in complete]
+    assert len(trained) == len(set(trained)), trained
+    assert sorted(recs) == list(range(len(recs)))
 
     from autoeff.tracking import read_search
 

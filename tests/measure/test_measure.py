@@ -32,12 +32,30 @@ def test_peak_memory_grows_with_the_work():
 
 
 def test_latency_statistics_and_thread_count():
-    calls = []
-    r = measure_latency(lambda: calls.append(1), warmup=2, repeats=7, threads=1)
-    assert len(calls) == 9 and r.repeats == 7 and len(r.samples_ms) == 7
-    assert r.threads == 1
-    assert r.p10_ms <= r.median_ms <= r.p90_ms and r.spread >= 0
-    assert torch.get_num_threads() >= 1  # restored
+    original = torch.get_num_threads()
+    torch.set_num_threads(3)  # a count the measurement must change and then restore
+    try:
+        calls = []
+        r = measure_latency(lambda: calls.append(torch.get_num_threads()), warmup=2, repeats=7, threads=1)
+        assert len(calls) == 9 and r.repeats == 7 and len(r.samples_ms) == 7
+        assert calls == [1] * 9 and r.threads == 1  # every pass ran at the requested count
+        assert r.p10_ms <= r.median_ms <= r.p90_ms and r.spread >= 0
+        assert torch.get_num_threads() == 3  # restored to what it was before the measurement
+    finally:
+        torch.set_num_threads(original)
+
+
+def test_one_cpu_model_parser_serves_record_tags_and_bench(monkeypatch):
+    """The trial record, the MLflow machine tags and the benchmark name the CPU from one parser."""
+    from autoeff.bench.attention import _device_name
+    from autoeff.measure import host
+    from autoeff.tracking.mlflow_tracker import machine_tags
+
+    assert host.cpu_model() and host.cpu_model() != "model name"
+    monkeypatch.setattr(host, "cpu_model", lambda: "Test CPU 9000")
+    assert host.machine_info()["cpu"] == "Test CPU 9000"
+    assert machine_tags()["machine.cpu"] == "Test CPU 9000"
+    assert _device_name("cpu").startswith("Test CPU 9000 (")
 
 
 def test_model_size_counts_shared_parameters_once():
