@@ -168,8 +168,8 @@ def export_trial(space: Union[str, Path], *, trial: Optional[int] = None, rule: 
     if isinstance(space, Space):  # the overrides it was loaded with are not kept: export reads the file
         raise ConfigError("export_trial reads a space file (and its overrides), as `autoeff export` does",
                           key="space", value=space.file, allowed="a path", has_value=True)
-    rec, path = export_point(str(space), overrides, trial=trial, rule=rule, out=out)
-    result = Exported(record=rec, config_path=Path(path))
+    rec, path, notes = export_point(str(space), overrides, trial=trial, rule=rule, out=out)
+    result = Exported(record=rec, config_path=Path(path), notes=list(notes))
     if register:
         from .tracking.model_registry import register_trial_model  # mlflow and torch: only here
 
