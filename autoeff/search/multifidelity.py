@@ -60,6 +60,13 @@ def check_early_stopping(es: EarlyStopping, objective_names: Sequence[str]) -> O
     if "accuracy" not in objective_names:
         return ("search.early_stopping", "set", "early stopping ranks trials by their accuracy so far, "
                 "but accuracy is not an objective", "an accuracy objective, or no early_stopping block")
+    from ..metrics import get as metric
+
+    trained = [n for n in objective_names if n != "accuracy" and metric(n) is not None and metric(n).phase != "architecture"]
+    if trained:  # a rung knows the accuracy so far and the figures measured before training, nothing else
+        return ("search.early_stopping", "set", f"early stopping ranks trials at a rung by accuracy and the deployment "
+                f"figures, but {', '.join(trained)} is only known after training",
+                "accuracy and deployment figures as objectives, or no early_stopping block")
     return None
 
 

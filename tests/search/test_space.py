@@ -300,3 +300,16 @@ def test_a_decoder_space_with_an_impossible_choice_fails_before_anything_runs(re
     with pytest.raises(ConfigError) as e:
         load_space(write(tmp_path, doc, "lm.yaml"))
     assert e.value.key == key and words in str(e.value)
+
+
+def test_early_stopping_with_an_objective_known_only_after_training_is_refused(repo, tmp_path):
+    """A rung's point holds the accuracy so far and the deployment figures: a bpb objective
+    cannot be ranked there (it would fail every trial at its first rung)."""
+    doc = yaml.safe_load((repo / "search_spaces" / "smoke_lm.yaml").read_text())
+    doc["objectives"] = {"accuracy": "max", "bpb": "min", "decode_ms": "min"}
+    doc["search"]["early_stopping"] = {"rungs": [0.3], "eta": 3}
+    with pytest.raises(ConfigError) as e:
+        load_space(write(tmp_path, doc, "lm.yaml"))
+    assert e.value.key == "search.early_stopping" and "bpb is only known after training" in str(e.value)
+    doc["objectives"] = {"accuracy": "max", "decode_ms": "min"}
+    assert load_space(write(tmp_path, doc, "lm.yaml")).search.early_stopping is not None
