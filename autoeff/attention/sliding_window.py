@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
 from . import register_attention
 from ._local import cached_local_step, local_attention
@@ -48,7 +49,15 @@ class SlidingWindowAttention(_QKVAttention):
     def forward_cached(self, x: torch.Tensor, cache: LayerCache) -> torch.Tensor:
         q, k, v = self.project(x)  # (B, H, T, Dh), (B, Hk, T, Dh)
         q, k = self.rope(q, k, cache.length)
-        y = cached_local_step(q, k, v, cache, reach=self.opts.window - 1, expand=self.expand_kv)  # (B, H, T, Dh)
+        if q.shape[2] == 1:  # one token: the rolling buffer plus it is exactly what it sees, no mask
+            w = self.opts.window
+            kk = torch.cat([cache["k"], k], 2)[:, :, -w:]  # (B, Hk, <= window, Dh)
+            vv = torch.cat([cache["v"], v], 2)[:, :, -w:]
+            y = F.scaled_dot_product_attention(q, kk, vv, enable_gqa=self.kv_heads != self.heads)  # (B, H, 1, Dh)
+            cache["k"], cache["v"] = kk, vv
+            cache.length += 1
+        else:
+            y = cached_local_step(q, k, v, cache, reach=self.opts.window - 1, expand=self.expand_kv)  # (B, H, T, Dh)
         return self.out(self.merge_heads(y))  # (B, T, D)
 
     def cache_bytes(self, batch: int, context: int, bytes_per_value: int) -> int:
