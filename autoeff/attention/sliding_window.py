@@ -56,6 +56,11 @@ class SlidingWindowAttention(_QKVAttention):
             y = F.scaled_dot_product_attention(q, kk, vv, enable_gqa=self.kv_heads != self.heads)  # (B, H, 1, Dh)
             cache["k"], cache["v"] = kk, vv
             cache.length += 1
+        elif cache.length == 0:  # a prefill: the blockwise causal band (no T x T tensor), then keep the last window
+            w = self.opts.window
+            y = local_attention(q, k, v, reach=w - 1, causal=True, expand=self.expand_kv)  # (B, H, T, Dh)
+            cache["k"], cache["v"] = k[:, :, -w:].contiguous(), v[:, :, -w:].contiguous()
+            cache.length = q.shape[2]
         else:
             y = cached_local_step(q, k, v, cache, reach=self.opts.window - 1, expand=self.expand_kv)  # (B, H, T, Dh)
         return self.out(self.merge_heads(y))  # (B, T, D)
