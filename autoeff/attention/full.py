@@ -54,6 +54,12 @@ class _QKVAttention(AttentionBase):
         k, v = self.kv(x).view(b, n, 2, self.kv_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 2 x (B, Hk, N, Dh)
         return q, k, v
 
+    def init_cache(self, batch: int, device=None, dtype=None) -> LayerCache:
+        """Empty key/value buffers with ``kv_heads`` heads (a growing cache, or sliding_window's rolling one)."""
+        dtype = dtype if dtype is not None else torch.get_default_dtype()
+        empty = torch.zeros(batch, self.kv_heads, 0, self.head_dim, device=device, dtype=dtype)
+        return LayerCache(0, k=empty, v=empty.clone())
+
     @classmethod
     def problems(cls, opts, *, seq_len, width, heads):
         return cls.kv_heads_problems(opts, heads)
@@ -80,11 +86,6 @@ class FullAttention(_QKVAttention):
                 attn_mask = (attn_mask & tri) | torch.eye(n, dtype=torch.bool, device=x.device)  # (B, 1, N, N)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)  # (B, H, N, Dh)
         return self.out(self.merge_heads(y))  # (B, N, D)
-
-    def init_cache(self, batch: int, device=None, dtype=None) -> LayerCache:
-        dtype = dtype if dtype is not None else torch.get_default_dtype()
-        empty = torch.zeros(batch, self.kv_heads, 0, self.head_dim, device=device, dtype=dtype)
-        return LayerCache(0, k=empty, v=empty.clone())
 
     def forward_cached(self, x: torch.Tensor, cache: LayerCache) -> torch.Tensor:
         t = x.shape[1]  # x (B, T, D)

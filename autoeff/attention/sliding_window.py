@@ -41,11 +41,6 @@ class SlidingWindowAttention(_QKVAttention):
                             expand=self.expand_kv, dropout=self.dropout if self.training else 0.0)  # (B, H, N, Dh)
         return self.out(self.merge_heads(y))  # (B, N, D)
 
-    def init_cache(self, batch: int, device=None, dtype=None) -> LayerCache:
-        dtype = dtype if dtype is not None else torch.get_default_dtype()
-        empty = torch.zeros(batch, self.kv_heads, 0, self.head_dim, device=device, dtype=dtype)
-        return LayerCache(0, k=empty, v=empty.clone())
-
     def forward_cached(self, x: torch.Tensor, cache: LayerCache) -> torch.Tensor:
         q, k, v = self.project(x)  # (B, H, T, Dh), (B, Hk, T, Dh)
         q, k = self.rope(q, k, cache.length)

@@ -78,10 +78,12 @@ VARIANTS: List[Variant] = [
     Variant("full", "full"),
     Variant("linformer", "linformer", {"rank": 256}, {"rank": 32}),
     Variant("longformer", "longformer", {"window": 256}, {"window": 32}),
+    Variant("sliding_window", "sliding_window", {"window": 256}, {"window": 16}),
     Variant("reformer", "reformer", {"n_hashes": 1, "bucket_size": 64}, {"bucket_size": 16}),
     Variant("linear", "linear", {"feature_map": "elu"}),
     Variant("performer", "linear", {"feature_map": "favor", "features": 256}, {"features": 32}),
     Variant("synthesizer", "synthesizer", {"mode": "factorized", "rank": 32}, {"rank": 8}),
+    Variant("gated_deltanet", "gated_deltanet", {"chunk_size": 64}, {"chunk_size": 16}),  # causal only
     Variant("synthesizer-dense", "synthesizer", {"mode": "dense"}, default=False),
     Variant("synthesizer-random", "synthesizer", {"mode": "random"}, default=False),
     Variant("synthesizer-mix", "synthesizer", {"mode": "factorized", "rank": 32, "mix": True}, {"rank": 8},

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import autoeff
+from autoeff.attention import get_attention
 from autoeff.config import parse_run_config, task_spec
 from autoeff.model import example_inputs
 from autoeff.supernet import SuperNet
@@ -19,7 +20,8 @@ KNOBS = {  # the largest knobs of the known families in the supernet below (othe
     "longformer": {"window": 16, "global_tokens": 1}, "linear": {"feature_map": "favor", "features": 16},
     "synthesizer": {"mode": "factorized", "rank": 8, "mix": True},
 }
-FAMILIES = {k: KNOBS.get(k, {}) for k in autoeff.list_attentions()}  # every registered family
+# every registered family an encoder can hold (a causal-only family exists only in decoders)
+FAMILIES = {k: KNOBS.get(k, {}) for k in autoeff.list_attentions() if not get_attention(k).causal_only}
 
 
 def cfg(depth, width, heads, ffn, attention, tasks=TASKS):
