@@ -17,6 +17,12 @@ KNOB_ABBREVIATIONS = {"rank": "k", "window": "win", "n_hashes": "h", "bucket_siz
 BITS_NAMES = {32: "", 16: "fp16", 8: "int8", 4: "int4"}
 
 
+#: one letter per attention family in the placement column (``F S S G``: layer 0 first, the bottom of
+#: the stack); a family not listed (a plugin) shows its first letter in lower case
+FAMILY_CODES = {"full": "F", "sliding_window": "S", "gated_deltanet": "G", "linear": "L", "longformer": "W",
+                "reformer": "R", "linformer": "K", "synthesizer": "Y"}
+
+
 def _short(v: Any) -> str:
     if isinstance(v, bool):
         return "y" if v else "n"
@@ -62,6 +68,21 @@ def _layers(rec: TrialRecord):
     kind = str(att.get("kind") or rec.params.get("attention.kind") or "")
     pre = f"attention.{kind}."
     return [(kind, {k[len(pre):]: v for k, v in rec.params.items() if k.startswith(pre)})] if kind else []
+
+
+def placement_label(rec: TrialRecord) -> str:
+    """Which family each layer has, bottom layer first, one letter each (:data:`FAMILY_CODES`):
+    'F S S G' for a 4-layer hybrid, 'S S S S' for a plain 4-layer sliding-window model."""
+    layers = _layers(rec)
+    if len(layers) == 1:  # one family for the whole model: repeat it over its depth
+        cfg = rec.config or {}
+        model = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
+        depth = model.get("depth", rec.params.get("model.depth", 1))
+        try:
+            layers = layers * max(int(depth), 1)
+        except (TypeError, ValueError):
+            pass
+    return " ".join(FAMILY_CODES.get(kind, kind[:1].lower() or "?") for kind, _ in layers)
 
 
 def family_label(rec: TrialRecord, *, short: bool = True) -> str:

@@ -343,7 +343,20 @@ def _parse_dim(name: str, spec: Any) -> Dimension:
     return Dimension(name, typ, low=low, high=high, log=log, step=step, when=when)
 
 
-def _parse_objectives(raw: Any) -> List[Objective]:
+def _task_names(base: Mapping[str, Any]) -> List[str]:
+    """The task names of a space's base config (a task's name defaults to its kind)."""
+    out = []
+    for t in base.get("tasks") or []:
+        if isinstance(t, str):
+            out.append(t)
+        elif isinstance(t, Mapping):
+            out.append(str(t.get("name") or t.get("kind")))
+    return out
+
+
+def _parse_objectives(raw: Any, tasks: Sequence[str] = ()) -> List[Objective]:
+    """``{metric: direction}``; a per-task metric may name one task (``accuracy.mqar``): that
+    task's own figure is then the objective (no aggregate across tasks)."""
     if raw is None:
         return [Objective(n, metric_registry.REGISTRY[n].direction, metric_registry.REGISTRY[n].aggregate)
                 for n in DEFAULT_OBJECTIVES]
@@ -353,9 +366,17 @@ def _parse_objectives(raw: Any) -> List[Objective]:
     out = []
     for name, spec in raw.items():
         key = f"objectives.{name}"
-        if name not in METRICS:
+        base_name, _, task = str(name).partition(".")
+        if name not in METRICS and not (task and base_name in METRICS):
             raise ConfigError("unknown objective", key=key, value=name, allowed=METRICS, has_value=True)
-        default_agg = metric_registry.REGISTRY[name].aggregate
+        if task:
+            if not metric_registry.REGISTRY[base_name].per_task:
+                raise ConfigError(f"{base_name} is not measured per task", key=key, value=name,
+                                  allowed=[m for m in METRICS if metric_registry.REGISTRY[m].per_task], has_value=True)
+            if task not in tasks:
+                raise ConfigError(f"no task named {task!r} in this space", key=key, value=name,
+                                  allowed=[f"{base_name}.{t}" for t in tasks], has_value=True)
+        default_agg = metric_registry.REGISTRY[base_name].aggregate
         if isinstance(spec, str):
             spec = {"direction": spec}
         if not isinstance(spec, Mapping):
@@ -470,7 +491,7 @@ def load_space(path: Union[str, Path], overrides: Sequence[str] = (), *, check: 
         export = data.get("export") or {}
         if not isinstance(export, Mapping):
             raise ConfigError("expected a mapping of run-config overrides", key="export", value=export, has_value=True)
-        objectives = _parse_objectives(data.get("objectives"))
+        objectives = _parse_objectives(data.get("objectives"), _task_names(base))
         if search.early_stopping is not None:
             bad = check_early_stopping(search.early_stopping, [o.name for o in objectives])
             if bad:

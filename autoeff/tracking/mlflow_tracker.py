@@ -43,7 +43,7 @@ from ..search.record import TrialRecord
 from ..search.runner import SearchCallback, hypervolume_history
 from ..search.space import Space, flatten
 from .plots import front_figure, html_page, interactive_figures
-from .tables import (arch_summary, front_rows, glossary_markdown, run_name, to_csv, to_table_json,
+from .tables import (arch_summary, front_rows, glossary_markdown, placement_label, run_name, to_csv, to_table_json,
                      to_text)
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "creating tables" lines amid the progress
@@ -84,6 +84,7 @@ def trial_params(rec: TrialRecord) -> Dict[str, str]:
         out["tasks"] = ",".join(t["name"] for t in cfg["tasks"])
     if cfg:
         out["architecture"] = arch_summary(rec)
+        out["placement"] = placement_label(rec)
     return out
 
 
@@ -169,6 +170,8 @@ def view_state(space: Space) -> Dict[str, Any]:
         metrics.insert(1, "proxy_accuracy")
     cols = [f"metrics.`{m}`" for m in metrics]
     cols += ["tags.`pareto`", "tags.`status`", "tags.`reason`", "params.`attention.kind`"]
+    if space.per_layer:  # hybrids: which family each layer has, at a glance ('F S S G')
+        cols.append("params.`placement`")
     return {"searchFilter": "", "orderByKey": f"metrics.`{quality}`",
             "orderByAsc": next(o.direction for o in space.objectives if o.name == quality) == "minimize",
             "selectedColumns": cols}

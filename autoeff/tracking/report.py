@@ -15,14 +15,16 @@ from ..search.record import TrialRecord
 from ..search.runner import hypervolume_history, summarize
 from ..search.space import Space
 from .plots import html_page, html_table, interactive_figures
-from .tables import EXTRA_COLUMNS, arch_summary, front_rows, run_name
+from .tables import EXTRA_COLUMNS, arch_summary, front_rows, placement_legend, run_name
 
 
 def _table_columns(space: Space, rows: Sequence[Dict[str, Any]], *, status: bool) -> List[str]:
     have = {k for r in rows for k in r}
-    per_task = sorted(k for k in have if k.startswith("accuracy."))
-    per_task = per_task if len(per_task) > 1 else []
-    cols = ["trial", "run", "architecture", *space.objective_names, *per_task]
+    per_task = sorted(k for k in have if "." in k and not k.startswith(("param:", "test_", "rung_"))
+                      and k not in space.objective_names)
+    per_task = per_task if len({k.partition(".")[2] for k in per_task}) > 1 else []
+    cols = ["trial", "run", "architecture", *(["placement"] if "placement" in have else []),
+            *space.objective_names, *per_task]
     cols += [c for c in EXTRA_COLUMNS if c in have and c not in cols]
     if status:
         cols = cols[:2] + ["status", "pareto"] + cols[2:] + (["reason"] if "reason" in have else [])
@@ -68,6 +70,9 @@ def report_html(space: Space, records: Sequence[TrialRecord], front: Sequence[Tr
     sections: List[Any] = ["<h2 id=\"front\">Pareto front</h2>",
                            html_table(front_rows_, _table_columns(space, front_rows_, status=False), table_id="front-table")
                            if front else "<p>No feasible trial completed: there is no front yet.</p>"]
+    if space.per_layer and records:
+        sections.append("<p class=\"muted\"><b>placement</b>: each layer's attention family, one letter per layer, "
+                        "the bottom layer (next to the embeddings) first: " + esc(placement_legend(records)) + ".</p>")
     sections += ["<h2 id=\"plots\">Trade-offs</h2>", *interactive_figures(space, records, front)]
     if front:
         sections.append(_hv_figure(space, records))

@@ -6,7 +6,7 @@ import io
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .. import metrics as metric_registry
-from ..search.names import compress_label, family_label, run_name  # noqa: F401  (re-exported)
+from ..search.names import FAMILY_CODES, compress_label, family_label, placement_label, run_name  # noqa: F401  (re-exported)
 from ..search.record import TrialRecord
 from ..search.space import Space
 
@@ -57,6 +57,40 @@ def _family(section: Dict[str, Any], searched: Dict[str, Any]) -> str:
     return section.get("kind", "?") + ("(" + ",".join(f"{k}={v}" for k, v in knobs.items()) + ")" if knobs else "")
 
 
+def shows_placement(space: Space) -> bool:
+    """Tables get a placement column (``F S S G``) when the space places families per layer."""
+    return bool(space.per_layer)
+
+
+def placement_legend(records: Sequence[TrialRecord]) -> str:
+    """'F full, S sliding_window, G gated_deltanet': the letters the placement column uses."""
+    kinds = []
+    for r in records:
+        for kind, _ in _layers_of(r):
+            if kind not in kinds:
+                kinds.append(kind)
+    return ", ".join(f"{FAMILY_CODES.get(k, k[:1].lower())} {k}" for k in kinds)
+
+
+def _layers_of(rec: TrialRecord):
+    from ..search.names import _layers
+
+    return _layers(rec)
+
+
+def _per_task_keys(space: Space, metrics: Mapping[str, Any]) -> List[str]:
+    """The per-task figures a table shows: ``accuracy.<task>``, and ``<objective>.<task>`` for
+    every per-task objective (``bpb.lm_text``), in the metrics' order."""
+    bases = {"accuracy", *(o.name.split(".")[0] for o in space.objectives)}
+    out = []
+    for k in metrics:
+        base, _, task = k.partition(".")
+        d = metric_registry.get(base)
+        if task and base in bases and d is not None and d.per_task and not base.startswith(("test_", "rung_")):
+            out.append(k)
+    return out
+
+
 def front_rows(space: Space, records: Sequence[TrialRecord]) -> List[Dict[str, Any]]:
     rows = []
     for r in records:
@@ -64,12 +98,13 @@ def front_rows(space: Space, records: Sequence[TrialRecord]) -> List[Dict[str, A
         for o in space.objectives:  # the objectives first: what a table view shows without scrolling
             row[o.name] = shown_value(r, o.name)
         row.update({"status": r.status, "pareto": r.pareto, "feasible": r.feasible, "architecture": arch_summary(r)})
+        if shows_placement(space):
+            row["placement"] = placement_label(r)
         for k in EXTRA_COLUMNS:
             if k in r.metrics:
                 row[k] = shown_value(r, k)
-        for k, v in r.metrics.items():
-            if k.startswith("accuracy."):
-                row[k] = v
+        for k in _per_task_keys(space, r.metrics):
+            row[k] = shown_value(r, k)
         row["remeasured"] = r.remeasured
         row.update({f"param:{k}": v for k, v in r.params.items()})
         if r.reason:
@@ -118,8 +153,9 @@ def to_table_json(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def _columns(space: Space, front: Sequence[TrialRecord]) -> List[str]:
-    per_task = sorted({k for r in front for k in r.metrics if k.startswith("accuracy.")})
-    per_task = per_task if len(per_task) > 1 else []  # one task: the same as accuracy
+    per_task = sorted({k for r in front for k in _per_task_keys(space, r.metrics)} - set(space.objective_names))
+    if len({k.partition(".")[2] for k in per_task}) < 2:
+        per_task = []  # one task: the same as the aggregate
     extra = [c for c in ("proxy_accuracy",) if any(c in r.metrics for r in front) and c not in space.objective_names]
     return [*space.objective_names, *extra, *per_task, "test_accuracy", "params"]
 
@@ -129,7 +165,8 @@ def to_text(space: Space, front: Sequence[TrialRecord], markdown: bool = False,
     """The front as an aligned table (or Markdown), best first by the first objective.
     ``links`` (trial number -> URL) turns the Markdown run names into links. ``status``: any
     trials (`autoeff pareto --all`): adds their status, front flag and reason."""
-    lead = ["trial", "run", *(["status", "pareto"] if status else []), "architecture"]
+    placement = shows_placement(space)
+    lead = ["trial", "run", *(["status", "pareto"] if status else []), "architecture", *(["placement"] if placement else [])]
     cols = [*lead, *_columns(space, front)]
     with_reason = status and any(r.reason for r in front)
     cols += ["reason"] if with_reason else []
@@ -139,7 +176,7 @@ def to_text(space: Space, front: Sequence[TrialRecord], markdown: bool = False,
         if markdown and links and r.number in links:
             name = f"[{name}]({links[r.number]})"
         flags = [r.status, "*" if r.pareto else ""] if status else []
-        rows.append([_fmt(r.number), name, *flags, arch_summary(r),
+        rows.append([_fmt(r.number), name, *flags, arch_summary(r), *([placement_label(r)] if placement else []),
                      *[_fmt(shown_value(r, c)) for c in cols[len(lead):len(cols) - with_reason]],
                      *([r.reason.replace("|", "/")] if with_reason else [])])
     drop = "run" if not markdown else ("architecture" if links else None)  # the terminal: no run names;
