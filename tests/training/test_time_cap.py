@@ -97,3 +97,28 @@ def test_a_cap_without_early_stopping_judges_nothing(tmp_path):
     data = [load_task(t, str(tmp_path)) for t in cfg.tasks]
     res = fit(autoeff.build_model(cfg), data, cfg.train, rungs=RUNGS, step_guard=contextlib.nullcontext)
     assert res.hit_time_limit and res.rungs == [] and res.stopped_at_rung == 0 and res.eval_seconds == 0.0
+
+
+def test_a_trial_the_cap_cut_before_a_rung_that_stops_it_is_pruned(tmp_path, repo):
+    """End to end through the trial: the cap cuts training before rung 1, the rung judge stops
+    it there, and the record is pruned (no values, no checkpoint: never on a front)."""
+    from autoeff.search.objective import run_trial
+    from autoeff.search.space import load_space
+
+    space = load_space(repo / "search_spaces" / "smoke.yaml",
+                       [f"train.max_steps={BUDGET}", "train.max_time_s=0.5", f"data_dir={tmp_path}",
+                        "search.early_stopping={rungs: [0.111, 0.333], eta: 3}"])
+    asked = []
+
+    def judge(rung, step, point):
+        asked.append((rung, step))
+        return "worse than the rung's best third"
+
+    params = {"model.depth": 1, "model.width": 32, "model.heads": 2, "attention.kind": "linformer",
+              "attention.linformer.rank": 8}
+    rec = run_trial(space, params, 0, artifacts_dir=str(tmp_path / "art"), rung_judge=judge)
+    assert rec.status == "pruned", rec.reason
+    steps = int(rec.metrics["train_steps"])
+    assert asked == [(1, steps)] and 0 < steps < BUDGET // 9
+    assert rec.reason.startswith(f"stopped at rung 1 (step {steps} of {BUDGET}")
+    assert rec.metrics["stopped_by_time_cap"] == 1.0 and rec.values is None and not rec.checkpoint
