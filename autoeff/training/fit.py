@@ -118,7 +118,10 @@ def fit(model: AutoEffModel, tasks: Sequence[TaskData], cfg: TrainConfig, *, wei
     ``rungs`` (step counts below ``max_steps``) with ``on_rung``: after each of those steps the
     model is evaluated on the validation split and ``on_rung(rung, step, accuracy per task)``
     decides whether training goes on; a stop ends training there (``stopped_at_rung``). The
-    schedule still spans ``max_steps``, so surviving every rung equals plain full training.
+    schedule still spans ``max_steps``, so surviving every rung equals plain full training. If
+    the wall-clock cap (``cfg.max_time_s``) ends training before a rung, the trial is judged at
+    each rung it missed with its validation at the step it stopped at (see
+    :func:`_judge_missed_rungs`): a cut never lets a trial skip a rung.
     ``step_guard``: a context manager factory holding the work lock of
     :mod:`autoeff.isolation` from the Trainer's set-up to the end of training, let go only
     between steps (so a measurement elsewhere waits at most one step).
@@ -157,6 +160,10 @@ def fit(model: AutoEffModel, tasks: Sequence[TaskData], cfg: TrainConfig, *, wei
         )
         t0 = time.perf_counter()
         trainer.fit(module, train_dataloaders=loader)
+        result.hit_time_limit = trainer.global_step < cfg.max_steps and not result.stopped_at_rung
+        if result.hit_time_limit and hooks is not None and hooks.on_rung is not None:
+            hooks.hold()
+            _judge_missed_rungs(model, hooks, trainer.global_step, result)
     finally:
         if hooks is not None:
             hooks.release()
@@ -164,12 +171,31 @@ def fit(model: AutoEffModel, tasks: Sequence[TaskData], cfg: TrainConfig, *, wei
     model.eval()
     result.steps, result.seconds, result.last_loss = trainer.global_step, seconds, module.last_loss
     result.steps_per_task = dict(module.steps_per_task)
-    result.hit_time_limit = trainer.global_step < cfg.max_steps and not result.stopped_at_rung
     if result.hit_time_limit:  # never silent: a cut budget changes what the accuracy means
         log.warning(f"training stopped by the wall-clock cap train.max_time_s = {cfg.max_time_s:g} s after "
                     f"{trainer.global_step} of {cfg.max_steps} steps ({seconds:.0f} s); set train.max_time_s=0 "
                     "for the full budget")
     return result
+
+
+def _judge_missed_rungs(model: AutoEffModel, hooks: _StepHooks, step: int, result: FitResult) -> None:
+    """The wall-clock cap ended training at ``step``, before one or more rungs: the trial is judged
+    at each rung it did not reach, in order, with one validation at the step it stopped at (its last
+    figures; ``result.rungs`` records that step, not the rung's), until a rung stops it or none is
+    left. A trial the cap cut therefore never skips the early-stopping rule: if a rung stops it, it
+    is stopped there (``stopped_at_rung``; pruned, never on a front), otherwise it ends as any
+    capped trial does (``hit_time_limit``)."""
+    missed = [(i, s) for s, i in sorted(hooks.rungs.items(), key=lambda kv: kv[1]) if s > step]
+    if not missed:
+        return
+    t0 = time.perf_counter()
+    acc = evaluate(model, hooks.tasks, "val", max_batches=hooks.cfg.val_batches)
+    result.eval_seconds += time.perf_counter() - t0
+    for i, _ in missed:
+        result.rungs.append((step, acc))
+        if not hooks.on_rung(i, step, acc):
+            result.stopped_at_rung = i
+            return
 
 
 def evaluate(model: AutoEffModel, tasks: Sequence[TaskData], split: str = "val", *,

@@ -65,7 +65,9 @@ def train_and_evaluate(model: AutoEffModel, data: Sequence[TaskData], cfg: RunCo
     metrics: Dict[str, float] = _rung_metrics(fr, rule, weights)
     if fr.stopped_at_rung:
         metrics.update({"train_steps": float(fr.steps), "train_time_s": fr.seconds - fr.eval_seconds,
-                        "train_loss": fr.last_loss, "eval_time_s": fr.eval_seconds})
+                        "train_loss": fr.last_loss, "eval_time_s": fr.eval_seconds,
+                        # 1 when the cap ended training before the rung that stopped it (fit.py)
+                        "stopped_by_time_cap": float(fr.hit_time_limit)})
         return metrics
     extra: Dict[str, float] = dict(soft.metrics) if soft is not None else {}
     if cfg.compress.active or ft_steps:

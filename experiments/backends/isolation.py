@@ -8,12 +8,14 @@ Two `autoeff search` processes share one study, the second started once the firs
 a trial, so that they run out of step and each one's measurements fall while the other trains
 (on every core); the space fixes the architecture (only the learning rate is searched), so every
 trial times the same model. Run once with the gate (the default) and once with ``AUTOEFF_MEASURE_GATE=0``;
-the model is timed alone before and after. Writes ``isolation.md`` to ``--out``.
+the model is timed alone before and after. Writes ``isolation.md`` (the table) and
+``isolation.json`` (every reading) to ``--out``; commit both next to README.md.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import statistics
 import subprocess
@@ -122,6 +124,12 @@ def main(argv=None) -> int:
                      f"{min(lat) / base:.2f}-{max(lat) / base:.2f} | "
                      f"{int(sum(m.get('measure_contended', 0) for m in recs))} |")
     (out / "isolation.md").write_text("\n".join(lines) + "\n")
+    # every reading, so that the table can be re-derived from committed data (commit both files)
+    (out / "isolation.json").write_text(json.dumps({
+        "alone_ms": ref, "steps": a.steps, "trials": a.trials,
+        "workers": {("on" if g else "off"): [{"latency_ms": m["latency_ms"],
+                                             "measure_contended": m.get("measure_contended", 0.0)} for m in recs]
+                    for g, recs in runs.items()}}, indent=1) + "\n")
     print("\n".join(lines))
     return 0
 

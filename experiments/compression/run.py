@@ -140,9 +140,17 @@ def markdown(rows, dist, conf):
             mean = {k: sum(r.get(k, r["accuracy"]) for r in sel) / len(sel) for k in ["accuracy", *[f"accuracy.{t}" for t in tasks]]}
             lines.append(f"| mean | {'distilled' if distill else 'plain'} | {mean['accuracy']:.4f} | "
                          + " | ".join(f"{mean[f'accuracy.{t}']:.4f}" for t in tasks) + " |")
-    t = next((r for r in dist if "teacher_accuracy" in r), None)
-    if t:
-        lines.append(f"\nTeacher: accuracy {t['teacher_accuracy']:.4f}, {int(t['teacher_params']):,} parameters.")
+    seeds = sorted({r["seed"] for r in dist})
+    pairs = {s: {r["distill"]: r for r in dist if r["seed"] == s} for s in seeds}
+    deltas = [f"seed {s}: {100 * (p[True]['accuracy'] - p[False]['accuracy']):+.2f} pt"
+              for s, p in pairs.items() if True in p and False in p]
+    if deltas:
+        lines.append("\nDistilled minus plain, mean accuracy: " + "; ".join(deltas) + ".")
+    # the teacher is trained per seed (the seed is part of its cache key): one line per teacher
+    teachers = [r for r in dist if "teacher_accuracy" in r]
+    for t in teachers:
+        lines.append(f"{'' if deltas or t is not teachers[0] else chr(10)}Teacher (seed {t['seed']}): accuracy "
+                     f"{t['teacher_accuracy']:.4f}, {int(t['teacher_params']):,} parameters.")
     return "\n".join(lines) + "\n"
 
 

@@ -9,9 +9,12 @@ re-measurement, so every figure is the one the search saw when it happened) in i
 database under ``--out``; a search that already finished is not run again (re-running resumes).
 The analysis orders each search's trials by completion, charges each its CPU time (the
 trial process's CPU time over all threads, ``cpu_time_s``), and after each trial computes the
-hypervolume of the front so far, against one reference point for all runs (accuracy 0, and
-1.1 x the worst latency and memory any run saw on a feasible trial). Writes ``results.md``,
-``curves.csv`` and ``hv_vs_cpu.png`` to ``--out``.
+hypervolume of the front so far, against one reference point for all runs (accuracy at the
+tasks' mean majority-class validation accuracy, as experiments/oneshot does, so a model at
+chance earns no volume; 1.1 x the worst latency and memory any run saw on a feasible trial).
+Writes ``results.md``, ``results.csv`` (the table), ``curves.csv``, ``trials.csv`` (every
+trial's objective values and CPU time: enough to recompute any hypervolume without the study
+databases) and ``hv_vs_cpu.png`` to ``--out``; commit those next to the README.
 """
 from __future__ import annotations
 
@@ -62,6 +65,17 @@ def load(out: Path, mode: str, seed: int):
     return [r for _, r in rows]
 
 
+def majority_reference(recs) -> float:
+    """The tasks' mean majority-class validation accuracy (``majority.<task>`` of a complete
+    trial; the accuracy objective is the mean over the tasks): the accuracy of the reference
+    point, so that a model at chance adds no hypervolume."""
+    for r in recs:
+        maj = [v for k, v in r.get("metrics", {}).items() if k.startswith("majority.")]
+        if r.get("status") == "complete" and maj:
+            return sum(maj) / len(maj)
+    raise SystemExit("no complete trial records majority.<task>: cannot place the reference point")
+
+
 def curve(recs, names, directions, ref):
     """[(cumulative CPU s, hypervolume of the front so far, status)] after each trial."""
     from autoeff import hypervolume
@@ -99,11 +113,25 @@ def analyze(out: Path, seeds, space_file):
     runs = {(m, s): load(out, m, s) for m in ("full", "es") for s in seeds}
     feas = [[r["metrics"][k] for k in names] for recs in runs.values() for r in recs
             if r["status"] == "complete" and all(v <= 0 for v in r.get("violations", []))]
+    majority = majority_reference([r for recs in runs.values() for r in recs])
     ref = []
     for j, (n, d) in enumerate(zip(names, directions)):
         col = [p[j] for p in feas] or [0.0]
-        ref.append(0.0 if d == "maximize" else max(col) * 1.1)
+        if n == "accuracy":
+            ref.append(majority)
+        else:
+            ref.append(min(col) * 0.9 if d == "maximize" else max(col) * 1.1)
     curves = {k: curve(v, names, directions, ref) for k, v in runs.items()}
+
+    with open(out / "trials.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["mode", "seed", "trial_order", "number", "status", "feasible", "cpu_time_s", *names])
+        for (m, s), recs in runs.items():
+            for i, r in enumerate(recs):
+                feasible = all(v <= 0 for v in r.get("violations", []))
+                w.writerow([m, s, i, r.get("number"), r["status"], int(feasible),
+                            f"{float(r['metrics'].get('cpu_time_s', 0.0)):.2f}",
+                            *[f"{r['metrics'][k]:.6g}" if k in r["metrics"] else "" for k in names]])
 
     with open(out / "curves.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -116,7 +144,7 @@ def analyze(out: Path, seeds, space_file):
              "| seed | full: trials | full: CPU s | full: final HV | ES: trials (pruned) | ES: CPU s | "
              "ES: HV at full's CPU / 2 | ES: HV at full's CPU | ES reaches full's final HV at CPU s | ratio |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    ratios = []
+    ratios, table = [], []
     for s in seeds:
         cf, ce = curves[("full", s)], curves[("es", s)]
         t_full, hv_full = (cf[-1][0], cf[-1][1]) if cf else (0.0, 0.0)
@@ -124,6 +152,11 @@ def analyze(out: Path, seeds, space_file):
         ratio = reach / t_full if reach is not None and t_full else None
         ratios.append(ratio)
         n_pruned = sum(st == "pruned" for _, _, st in ce)
+        table.append({"seed": s, "full_trials": len(cf), "full_cpu_s": round(t_full, 2), "full_final_hv": hv_full,
+                      "es_trials": len(ce), "es_pruned": n_pruned, "es_cpu_s": round(ce[-1][0] if ce else 0.0, 2),
+                      "es_hv_at_half_full_cpu": hv_at(ce, t_full / 2), "es_hv_at_full_cpu": hv_at(ce, t_full),
+                      "es_reaches_full_final_hv_at_cpu_s": "" if reach is None else round(reach, 2),
+                      "ratio": "" if ratio is None else ratio})
         lines.append(f"| {s} | {len(cf)} | {t_full:.0f} | {hv_full:.4g} | {len(ce)} ({n_pruned}) | "
                      f"{ce[-1][0] if ce else 0:.0f} | {hv_at(ce, t_full / 2):.4g} | {hv_at(ce, t_full):.4g} | "
                      f"{'not reached' if reach is None else f'{reach:.0f}'} | "
@@ -134,6 +167,11 @@ def analyze(out: Path, seeds, space_file):
                   + (", ".join(f"{r:.2f}" for r in ok) if ok else "none")
                   + (f"; median {sorted(ok)[len(ok) // 2]:.2f}" if ok else "")]
     (out / "results.md").write_text("\n".join(lines) + "\n")
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(table[0]) if table else ["seed"])
+        w.writeheader()
+        w.writerows(table)
+    (out / "reference_point.json").write_text(json.dumps(dict(zip(names, ref)), indent=1) + "\n")
     print("\n".join(lines))
 
     import matplotlib

@@ -44,3 +44,81 @@ def test_a_budget_run_in_full_says_so(tmp_path, caplog):
     assert res.steps == 3 and not res.hit_time_limit
     assert metrics["stopped_by_time_cap"] == 0.0 and metrics["train_steps"] == 3
     assert not [r for r in caplog.records if "wall-clock cap" in r.getMessage()]
+
+
+# Rungs far beyond what any CPU reaches within the cap: the cap certainly ends training first.
+RUNGS = [BUDGET // 9, BUDGET // 3]
+
+
+def test_a_cap_before_a_rung_is_judged_at_every_missed_rung(tmp_path):
+    """The cap cut training before both rungs: the trial is still judged at rung 1 then rung 2,
+    with the validation at the step it stopped at; it cannot skip the early-stopping rule."""
+    import autoeff
+
+    cfg = cfg_for(BUDGET, 0.5)
+    data = [load_task(t, str(tmp_path)) for t in cfg.tasks]
+    seen = []
+    res = fit(autoeff.build_model(cfg), data, cfg.train, rungs=RUNGS,
+              on_rung=lambda i, s, acc: seen.append((i, s, acc)) or True)
+    assert res.hit_time_limit and res.stopped_at_rung == 0 and 0 < res.steps < RUNGS[0]
+    assert [(i, s) for i, s, _ in seen] == [(1, res.steps), (2, res.steps)]
+    assert seen[0][2] == seen[1][2] and all(0.0 <= a <= 1.0 for a in seen[0][2].values())
+    assert res.rungs == [(res.steps, seen[0][2]), (res.steps, seen[0][2])]
+
+
+def test_a_cap_before_a_rung_that_stops_it_is_a_stop_without_an_accuracy(tmp_path):
+    """A rung that stops the capped trial stops it (no accuracy: pruned, never on a front), and
+    the record says the cap ended its training; the later rung is not asked."""
+    import autoeff
+
+    cfg = cfg_for(BUDGET, 0.5)
+    data = [load_task(t, str(tmp_path)) for t in cfg.tasks]
+    seen = []
+
+    def on_rung(i, step, accuracy, per_task):
+        seen.append((i, step))
+        return False
+
+    m = train_and_evaluate(autoeff.build_model(cfg), data, cfg, rungs=RUNGS, on_rung=on_rung)
+    assert seen == [(1, int(m["train_steps"]))] and m["train_steps"] < RUNGS[0]
+    assert m["stopped_at_rung"] == 1.0 and m["stopped_by_time_cap"] == 1.0
+    assert m["rung_steps.1"] == m["train_steps"] and "rung_accuracy.1" in m and "rung_accuracy.2" not in m
+    assert "accuracy" not in m and "test_accuracy" not in m
+
+
+def test_a_cap_without_early_stopping_judges_nothing(tmp_path):
+    """Rungs without a judge (no early stopping) are not evaluated when the cap cuts training,
+    also with a step guard (the hooks exist, the judge does not)."""
+    import contextlib
+
+    import autoeff
+
+    cfg = cfg_for(BUDGET, 0.5)
+    data = [load_task(t, str(tmp_path)) for t in cfg.tasks]
+    res = fit(autoeff.build_model(cfg), data, cfg.train, rungs=RUNGS, step_guard=contextlib.nullcontext)
+    assert res.hit_time_limit and res.rungs == [] and res.stopped_at_rung == 0 and res.eval_seconds == 0.0
+
+
+def test_a_trial_the_cap_cut_before_a_rung_that_stops_it_is_pruned(tmp_path, repo):
+    """End to end through the trial: the cap cuts training before rung 1, the rung judge stops
+    it there, and the record is pruned (no values, no checkpoint: never on a front)."""
+    from autoeff.search.objective import run_trial
+    from autoeff.search.space import load_space
+
+    space = load_space(repo / "search_spaces" / "smoke.yaml",
+                       [f"train.max_steps={BUDGET}", "train.max_time_s=0.5", f"data_dir={tmp_path}",
+                        "search.early_stopping={rungs: [0.111, 0.333], eta: 3}"])
+    asked = []
+
+    def judge(rung, step, point):
+        asked.append((rung, step))
+        return "worse than the rung's best third"
+
+    params = {"model.depth": 1, "model.width": 32, "model.heads": 2, "attention.kind": "linformer",
+              "attention.linformer.rank": 8}
+    rec = run_trial(space, params, 0, artifacts_dir=str(tmp_path / "art"), rung_judge=judge)
+    assert rec.status == "pruned", rec.reason
+    steps = int(rec.metrics["train_steps"])
+    assert asked == [(1, steps)] and 0 < steps < BUDGET // 9
+    assert rec.reason.startswith(f"stopped at rung 1 (step {steps} of {BUDGET}")
+    assert rec.metrics["stopped_by_time_cap"] == 1.0 and rec.values is None and not rec.checkpoint
