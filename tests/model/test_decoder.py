@@ -1,5 +1,5 @@
 """The decoder LM (docs/decoders.md section 3): cached decoding equals one causal pass for every
-causal family and a hybrid, tied head, build_model, padding, generation, config validation."""
+causal family and a hybrid, tied head, create_model, padding, generation, config validation."""
 import dataclasses
 
 import pytest
@@ -51,7 +51,7 @@ def test_there_is_a_causal_family():
 @pytest.mark.parametrize("attention,depth", CASES)
 def test_prefill_then_decode_equals_one_causal_pass(attention, depth, prompt):
     torch.manual_seed(0)
-    model = autoeff.build_model(decoder_cfg(attention, depth=depth)).eval()
+    model = autoeff.create_model(decoder_cfg(attention, depth=depth)).eval()
     n = 13
     x = torch.randint(1, 24, (2, n))
     with torch.no_grad():
@@ -68,7 +68,7 @@ def test_prefill_then_decode_equals_one_causal_pass(attention, depth, prompt):
 
 @pytest.mark.parametrize("attention,depth", CASES)
 def test_causal_future_tokens_change_nothing_before(attention, depth):
-    model = autoeff.build_model(decoder_cfg(attention, depth=depth)).eval()
+    model = autoeff.create_model(decoder_cfg(attention, depth=depth)).eval()
     x = torch.randint(1, 24, (2, 12))
     x2 = x.clone()
     x2[:, 7:] = torch.randint(1, 24, (2, 5))
@@ -79,7 +79,7 @@ def test_causal_future_tokens_change_nothing_before(attention, depth):
 
 
 def test_cache_holds_every_layer_and_its_size_is_analytic():
-    model = autoeff.build_model(decoder_cfg({"kind": "full"})).eval()
+    model = autoeff.create_model(decoder_cfg({"kind": "full"})).eval()
     cache = model.init_cache(3)
     with torch.no_grad():
         model.forward_cached(torch.randint(1, 24, (3, 10)), cache)
@@ -88,21 +88,21 @@ def test_cache_holds_every_layer_and_its_size_is_analytic():
     assert nbytes == model.cache_bytes(3, 10, 4) > 0
 
 
-def test_build_model_returns_a_decoder_and_rotary_is_set():
-    model = autoeff.build_model(decoder_cfg({"kind": "full"}))
+def test_create_model_returns_a_decoder_and_rotary_is_set():
+    model = autoeff.create_model(decoder_cfg({"kind": "full"}))
     assert isinstance(model, DecoderLM)
     assert all(b.attn.rotary is not None for b in model.encoder.blocks)
     assert model.encoder.blocks[0].attn.rotary.base == 10000.0
-    enc = autoeff.build_model(parse_run_config({"model": {"depth": 1, "width": 16, "heads": 2},
+    enc = autoeff.create_model(parse_run_config({"model": {"depth": 1, "width": 16, "heads": 2},
                                                 "tasks": [{"kind": "listops", "seq_len": 32, "min_len": 8, "n_train": 4}]}))
     assert isinstance(enc, AutoEffModel)
     # rope_base reaches the layers, and positions matter: a decoder is not a bag of tokens
-    m2 = autoeff.build_model(decoder_cfg({"kind": "full"}, rope_base=500.0))
+    m2 = autoeff.create_model(decoder_cfg({"kind": "full"}, rope_base=500.0))
     assert m2.encoder.blocks[1].attn.rotary.base == 500.0
 
 
 def test_rotary_makes_positions_matter():
-    model = autoeff.build_model(decoder_cfg({"kind": "full"}, depth=1)).eval()
+    model = autoeff.create_model(decoder_cfg({"kind": "full"}, depth=1)).eval()
     x = torch.tensor([[5, 6, 7, 9]])
     y = torch.tensor([[6, 5, 7, 9]])  # the same tokens before the last one, in another order
     with torch.no_grad():
@@ -117,12 +117,12 @@ def test_rotary_makes_positions_matter():
 
 @pytest.mark.parametrize("tie", [True, False])
 def test_tied_head(tie):
-    model = autoeff.build_model(decoder_cfg({"kind": "full"}, tie_embeddings=tie)).eval()
+    model = autoeff.create_model(decoder_cfg({"kind": "full"}, tie_embeddings=tie)).eval()
     emb = model.embed[model.vocab_key["mqar"]].weight
     n_params = sum(p.numel() for p in model.parameters())
     untied_extra = 0 if tie else 24 * 32
     assert (model.lm_head is None) == tie
-    base = autoeff.build_model(decoder_cfg({"kind": "full"}, tie_embeddings=True))
+    base = autoeff.create_model(decoder_cfg({"kind": "full"}, tie_embeddings=True))
     assert n_params == sum(p.numel() for p in base.parameters()) + untied_extra
     # token 20 never appears in the input: only a tied head lets its embedding row move its logit
     x = torch.randint(1, 20, (2, 6))
@@ -136,7 +136,7 @@ def test_tied_head(tie):
 
 
 def test_padding_mask_right_padded_rows_match_unpadded():
-    model = autoeff.build_model(decoder_cfg({"kind": "full"})).eval()
+    model = autoeff.create_model(decoder_cfg({"kind": "full"})).eval()
     x = torch.randint(1, 24, (2, 10))
     mask = torch.ones(2, 10, dtype=torch.bool)
     mask[1, 6:] = False
@@ -156,7 +156,7 @@ def test_example_inputs_for_token_targets():
 
 
 def test_generate_greedy_matches_uncached_argmax_and_sampling_is_seeded():
-    model = autoeff.build_model(decoder_cfg(attention_section("sliding_window"))).eval()
+    model = autoeff.create_model(decoder_cfg(attention_section("sliding_window"))).eval()
     prompt = torch.tensor([3, 4, 5, 6, 7])
     new = model.generate(prompt, 9)
     seq = prompt.clone()
@@ -177,7 +177,7 @@ def test_generate_greedy_matches_uncached_argmax_and_sampling_is_seeded():
 def test_multitask_decoder_shares_the_trunk_and_the_vocabulary_when_it_can():
     other = dict(TASK, name="other", seed=1)
     wide = dict(TASK, name="wide", vocab=40)
-    model = autoeff.build_model(decoder_cfg({"kind": "full"}, tasks=(TASK, other, wide)))
+    model = autoeff.create_model(decoder_cfg({"kind": "full"}, tasks=(TASK, other, wide)))
     assert set(model.embed) == {"v24", "v40"}
     x = torch.randint(1, 24, (2, 8))
     assert model(x, task="other").shape == (2, 8, 24)
@@ -212,7 +212,7 @@ def test_config_rejects_a_context_longer_than_a_fixed_length_family(monkeypatch)
     assert cfg.deploy.context_len == 0  # 0 = the task's seq_len
     ok = parse_run_config({"model": {"arch": "decoder", "width": 32, "heads": 4}, "tasks": [TASK],
                            "deploy": {"context_len": 64, "prompt_len": 16}})
-    assert autoeff.build_model(ok).max_context is None  # no fixed-length layer: any length
+    assert autoeff.create_model(ok).max_context is None  # no fixed-length layer: any length
     fam = get_attention("full")
     monkeypatch.setattr(fam, "needs_fixed_length", True)  # a fixed-length causal family
     with pytest.raises(ConfigError, match=r"deploy\.context_len.*64.*<= 32"):
@@ -221,7 +221,7 @@ def test_config_rejects_a_context_longer_than_a_fixed_length_family(monkeypatch)
     with pytest.raises(ConfigError, match=r"deploy\.prompt_len"):
         parse_run_config({"model": {"arch": "decoder", "width": 32, "heads": 4}, "tasks": [TASK],
                           "deploy": {"prompt_len": 40, "context_len": 32}})
-    fixed = autoeff.build_model(decoder_cfg({"kind": "full"}))
+    fixed = autoeff.create_model(decoder_cfg({"kind": "full"}))
     assert fixed.max_context == 32
     with pytest.raises(ValueError, match="32"):
         fixed.generate(torch.tensor([1, 2, 3]), 31)
@@ -236,7 +236,7 @@ def test_config_rejects_a_causal_only_family_in_an_encoder():
     with pytest.raises(ConfigError, match=rf"attention\.kind.*{only[0]}.*decoder"):
         parse_run_config({"model": {"width": 32, "heads": 4}, "attention": {"kind": only[0]},
                           "tasks": [{"kind": "listops", "seq_len": 32, "min_len": 8}]})
-    assert isinstance(autoeff.build_model(decoder_cfg(attention_section(only[0]))), DecoderLM)
+    assert isinstance(autoeff.create_model(decoder_cfg(attention_section(only[0]))), DecoderLM)
 
 
 def test_a_real_fixed_length_causal_family_is_held_to_its_length():
@@ -247,7 +247,7 @@ def test_a_real_fixed_length_causal_family_is_held_to_its_length():
     with pytest.raises(ConfigError, match=r"deploy\.context_len"):
         parse_run_config({"model": {"arch": "decoder", "width": 32, "heads": 4}, "attention": attention_section(kind),
                           "tasks": [TASK], "deploy": {"context_len": 33}})
-    model = autoeff.build_model(decoder_cfg(attention_section(kind))).eval()
+    model = autoeff.create_model(decoder_cfg(attention_section(kind))).eval()
     assert model.max_context == 32
     cache = model.init_cache(1)
     with torch.no_grad():

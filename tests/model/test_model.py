@@ -22,7 +22,7 @@ def cfg_for(attention="full", **model):
 @pytest.mark.parametrize("pool", ["cls", "mean"])
 def test_build_and_forward(attention, pool):
     cfg = cfg_for(attention, pool=pool)
-    model = autoeff.build_model(cfg)
+    model = autoeff.create_model(cfg)
     spec = task_spec(cfg.tasks[0])
     x, mask = example_inputs(spec, 3)
     assert model(x, mask).shape == (3, 10)
@@ -45,11 +45,11 @@ def test_heads_must_divide_width():
 
 def test_deterministic_build_and_state_dict_round_trip(tmp_path):
     cfg = cfg_for("linformer")
-    a, b = autoeff.build_model(cfg), autoeff.build_model(cfg)
+    a, b = autoeff.create_model(cfg), autoeff.create_model(cfg)
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert ka == kb and torch.equal(va, vb)
     torch.save(a.state_dict(), tmp_path / "m.pt")
-    c = autoeff.build_model(cfg)
+    c = autoeff.create_model(cfg)
     c.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
 
 
@@ -57,6 +57,6 @@ def test_linformer_shared_projection_across_layers():
     cfg = parse_run_config({"model": {"depth": 3, "width": 32, "heads": 2},
                             "attention": {"kind": "linformer", "linformer": {"rank": 8, "share_layers": True, "share_kv": True}},
                             "tasks": [{"kind": "listops", "seq_len": 32, "min_len": 4}]})
-    m = autoeff.build_model(cfg)
+    m = autoeff.create_model(cfg)
     projs = {id(blk.attn.proj_k) for blk in m.encoder.blocks}
     assert len(projs) == 1

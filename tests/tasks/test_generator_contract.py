@@ -101,7 +101,7 @@ def test_model_accepts_the_inputs(name, tmp_path):
         pytest.importorskip("autoeff.model.decoder", reason="the decoder model is not on this branch yet")
         model_cfg["arch"] = "decoder"
     cfg = parse_run_config({"model": model_cfg, "tasks": [c.to_dict()]})
-    model = autoeff.build_model(cfg).eval()
+    model = autoeff.create_model(cfg).eval()
     sp = load_task(c, data_dir=str(tmp_path)).splits["val"]
     out = model(sp.x[:3], sp.mask[:3])
     want = (3, spec.seq_len, spec.vocab_size) if spec.target == "token" else (3, spec.num_classes)

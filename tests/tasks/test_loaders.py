@@ -597,7 +597,7 @@ def test_hf_dataset_token_ids_and_errors(tmp_path):
 
 
 def test_loaded_user_data_feeds_a_multitask_model(tmp_path):
-    from autoeff import build_model
+    from autoeff import create_model as build_model
     from autoeff.config import parse_run_config
 
     write_csv(tmp_path / "t.csv")

@@ -49,7 +49,7 @@ def decoder_cfg(**train):
 def test_a_tiny_decoder_learns_the_toy_sequence():
     data = [cycle_task()]
     cfg = decoder_cfg()
-    model = autoeff.build_model(cfg, [data[0].spec])
+    model = autoeff.create_model(cfg, [data[0].spec])
     before = evaluate_tasks(model, data)["cycle"]
     assert before["loss"] > 1.5  # about ln 8 untrained
     fit(model, data, cfg.train)
@@ -117,7 +117,7 @@ def test_multitask_decoder_trains_and_reports_per_task(tmp_path):
         "train": {"max_steps": 6, "batch_size": 8, "warmup_steps": 1}, "data_dir": str(tmp_path)})
     recall = load_task(cfg.tasks[0], str(tmp_path))
     data = [recall, cycle_task()]
-    model = autoeff.build_model(cfg, [d.spec for d in data])
+    model = autoeff.create_model(cfg, [d.spec for d in data])
     assert set(model.embed) == {"v24", f"v{V}"}  # two vocabularies, one trunk
     m = train_and_evaluate(model, data, cfg)
     assert m["train_steps.recall"] == m["train_steps.cycle"] == 3.0

@@ -20,7 +20,7 @@ def two_task_cfg(mix="round_robin", steps=8, aggregate="mean"):
 def test_every_head_and_adapter_updated(tmp_path):
     cfg = two_task_cfg()
     data = [load_task(t, str(tmp_path)) for t in cfg.tasks]
-    model = autoeff.build_model(cfg)
+    model = autoeff.create_model(cfg)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     res = fit(model, data, cfg.train)
     assert res.steps == 8 and res.steps_per_task == {"short": 4, "long": 4}
@@ -49,7 +49,7 @@ def test_task_weights_reach_training_through_the_trial_function(tmp_path):
     aggregates accuracy by the config's rule and weights."""
     cfg = two_task_cfg("proportional", steps=120, aggregate="weighted")  # weights 1 (short) and 3 (long)
     data = [load_task(t, str(tmp_path)) for t in cfg.tasks]
-    m = train_and_evaluate(autoeff.build_model(cfg), data, cfg)
+    m = train_and_evaluate(autoeff.create_model(cfg), data, cfg)
     assert m["train_steps.short"] + m["train_steps.long"] == 120
     assert 0.62 < m["train_steps.long"] / 120 < 0.88  # expected 0.75 (equal train sizes)
     want = (m["accuracy.short"] + 3 * m["accuracy.long"]) / 4

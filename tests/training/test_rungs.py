@@ -26,9 +26,9 @@ def cfg_for(kind, steps=9, dropout=0.1, **att):
 def test_passing_every_rung_equals_full_budget(tmp_path, kind, att):
     cfg = cfg_for(kind, **att)  # dropout on: the rung evaluations must not disturb the random stream
     data = [load_task(t, str(tmp_path)) for t in cfg.tasks]
-    plain = autoeff.build_model(cfg)
+    plain = autoeff.create_model(cfg)
     fit(plain, data, cfg.train)
-    laddered = autoeff.build_model(cfg)
+    laddered = autoeff.create_model(cfg)
     seen = []
     res = fit(laddered, data, cfg.train, rungs=[1, 3], on_rung=lambda i, s, acc: seen.append((i, s, acc)) or True)
     assert [(i, s) for i, s, _ in seen] == [(1, 1), (2, 3)] and res.steps == 9 and res.stopped_at_rung == 0
@@ -48,12 +48,12 @@ def test_a_stop_ends_training_at_the_rung_without_an_accuracy(tmp_path):
         seen.append((i, step, accuracy))
         return i < 2  # stop at the second rung
 
-    m = train_and_evaluate(autoeff.build_model(cfg), data, cfg, rungs=[2, 4, 6], on_rung=on_rung)
+    m = train_and_evaluate(autoeff.create_model(cfg), data, cfg, rungs=[2, 4, 6], on_rung=on_rung)
     assert [s[:2] for s in seen] == [(1, 2), (2, 4)]
     assert m["train_steps"] == 4.0 and m["stopped_at_rung"] == 2.0
     assert m["rung_accuracy.1"] == seen[0][2] and m["rung_accuracy.2"] == seen[1][2] and m["rung_steps.2"] == 4.0
     assert "accuracy" not in m and "test_accuracy" not in m and "rung_accuracy.3" not in m
-    full = train_and_evaluate(autoeff.build_model(cfg), data, cfg, rungs=[2, 4, 6], on_rung=lambda *a: True)
+    full = train_and_evaluate(autoeff.create_model(cfg), data, cfg, rungs=[2, 4, 6], on_rung=lambda *a: True)
     assert full["train_steps"] == 8.0 and "stopped_at_rung" not in full and "accuracy" in full
     assert {k for k in full if k.startswith("rung_steps.")} == {"rung_steps.1", "rung_steps.2", "rung_steps.3"}
 
@@ -68,5 +68,5 @@ def test_step_guard_wraps_every_step_and_the_evaluations(tmp_path):
         entered.append(1)
         yield
 
-    train_and_evaluate(autoeff.build_model(cfg), data, cfg, step_guard=guard)
+    train_and_evaluate(autoeff.create_model(cfg), data, cfg, step_guard=guard)
     assert len(entered) == 3 + 1  # set-up and step 1, steps 2 and 3, then the final evaluation

@@ -26,7 +26,7 @@ def test_a_cap_that_cuts_training_is_logged_and_recorded(tmp_path, caplog):
     cfg = cfg_for(BUDGET, 0.5)
     data = [load_task(t, str(tmp_path)) for t in cfg.tasks]
     with caplog.at_level(logging.WARNING, logger="autoeff.training.fit"):
-        metrics = train_and_evaluate(autoeff.build_model(cfg), data, cfg)
+        metrics = train_and_evaluate(autoeff.create_model(cfg), data, cfg)
     assert metrics["train_steps"] < BUDGET
     assert metrics["stopped_by_time_cap"] == 1.0
     lines = [r.getMessage() for r in caplog.records if "train.max_time_s" in r.getMessage()]
@@ -39,8 +39,8 @@ def test_a_budget_run_in_full_says_so(tmp_path, caplog):
     cfg = cfg_for(3, 600.0)
     data = [load_task(t, str(tmp_path)) for t in cfg.tasks]
     with caplog.at_level(logging.WARNING, logger="autoeff.training.fit"):
-        res = fit(autoeff.build_model(cfg), data, cfg.train)
-        metrics = train_and_evaluate(autoeff.build_model(cfg), data, cfg)
+        res = fit(autoeff.create_model(cfg), data, cfg.train)
+        metrics = train_and_evaluate(autoeff.create_model(cfg), data, cfg)
     assert res.steps == 3 and not res.hit_time_limit
     assert metrics["stopped_by_time_cap"] == 0.0 and metrics["train_steps"] == 3
     assert not [r for r in caplog.records if "wall-clock cap" in r.getMessage()]
@@ -58,7 +58,7 @@ def test_a_cap_before_a_rung_is_judged_at_every_missed_rung(tmp_path):
     cfg = cfg_for(BUDGET, 0.5)
     data = [load_task(t, str(tmp_path)) for t in cfg.tasks]
     seen = []
-    res = fit(autoeff.build_model(cfg), data, cfg.train, rungs=RUNGS,
+    res = fit(autoeff.create_model(cfg), data, cfg.train, rungs=RUNGS,
               on_rung=lambda i, s, acc: seen.append((i, s, acc)) or True)
     assert res.hit_time_limit and res.stopped_at_rung == 0 and 0 < res.steps < RUNGS[0]
     assert [(i, s) for i, s, _ in seen] == [(1, res.steps), (2, res.steps)]
@@ -79,7 +79,7 @@ def test_a_cap_before_a_rung_that_stops_it_is_a_stop_without_an_accuracy(tmp_pat
         seen.append((i, step))
         return False
 
-    m = train_and_evaluate(autoeff.build_model(cfg), data, cfg, rungs=RUNGS, on_rung=on_rung)
+    m = train_and_evaluate(autoeff.create_model(cfg), data, cfg, rungs=RUNGS, on_rung=on_rung)
     assert seen == [(1, int(m["train_steps"]))] and m["train_steps"] < RUNGS[0]
     assert m["stopped_at_rung"] == 1.0 and m["stopped_by_time_cap"] == 1.0
     assert m["rung_steps.1"] == m["train_steps"] and "rung_accuracy.1" in m and "rung_accuracy.2" not in m
@@ -95,7 +95,7 @@ def test_a_cap_without_early_stopping_judges_nothing(tmp_path):
 
     cfg = cfg_for(BUDGET, 0.5)
     data = [load_task(t, str(tmp_path)) for t in cfg.tasks]
-    res = fit(autoeff.build_model(cfg), data, cfg.train, rungs=RUNGS, step_guard=contextlib.nullcontext)
+    res = fit(autoeff.create_model(cfg), data, cfg.train, rungs=RUNGS, step_guard=contextlib.nullcontext)
     assert res.hit_time_limit and res.rungs == [] and res.stopped_at_rung == 0 and res.eval_seconds == 0.0
 
 
