@@ -198,6 +198,10 @@ class TrainConfig:
     accelerator: str = field(default="cpu", metadata={"choices": ("cpu", "gpu", "auto")})
 
 
+#: deploy.runtime: where the deployed model is measured
+RUNTIMES = ("torch", "onnxruntime")
+
+
 @dataclass
 class DeployConfig:
     """How the deployable model is measured (see docs/architecture.md, measurement protocol)."""
@@ -220,6 +224,12 @@ class DeployConfig:
     #: Ray custom resources a trial needs (search.backend ray), e.g. {bench_node: 1}: pins every
     #: measurement to one kind of node, so a front compares like with like
     resources: Dict[str, float] = field(default_factory=dict)
+    #: where latency and memory are measured: ``torch`` (the eager PyTorch model) or
+    #: ``onnxruntime`` (the exported ONNX graph in an ONNX Runtime CPU session; int8 models on
+    #: onnxruntime's dynamically quantized graph, 4-bit on MatMulNBits; see autoeff/measure/onnxrt.py)
+    runtime: str = field(default="torch", metadata={"choices": RUNTIMES})
+    #: onnxruntime: the session's CPU memory arena (``enable_cpu_mem_arena``); recorded as ``ort_mem_arena``
+    ort_mem_arena: bool = True
 
 
 #: quantization bit widths: 32 = fp32 as trained, 16 = bf16/fp16, 8 = int8 weights, 4 = packed 4-bit weights
@@ -545,6 +555,7 @@ def parse_run_config(data: Mapping[str, Any], file: Optional[str] = None, *, reg
         )
         check_ranges(cfg)
         check_compress(cfg)
+        check_runtime(cfg)
         if registered:
             check_architecture(cfg)
         return cfg
@@ -592,6 +603,29 @@ def check_ranges(cfg: RunConfig) -> None:
                  "train.threads": cfg.train.threads, "deploy.threads": cfg.deploy.threads}.items():
         if v < 0:
             raise ConfigError("must be >= 0", key=k, value=v, has_value=True)
+
+
+def check_runtime(cfg: RunConfig) -> None:
+    """``deploy.runtime: onnxruntime`` measures encoders on the CPU at 32, 8 or 4 bits."""
+    d = cfg.deploy
+    if d.runtime != "onnxruntime":
+        return
+    if cfg.model.arch == "decoder":
+        raise ConfigError("deploy.runtime onnxruntime measures encoders only (a decoder's cached decoding has no "
+                          "ONNX graph here); measure decoders with runtime torch", key="deploy.runtime",
+                          value=d.runtime, allowed=["torch"], has_value=True)
+    if d.device != "cpu":
+        raise ConfigError("deploy.runtime onnxruntime measures on the CPU execution provider", key="deploy.device",
+                          value=d.device, allowed=["cpu"], has_value=True)
+    if cfg.compress.bits == 16:
+        raise ConfigError("deploy.runtime onnxruntime has no 16-bit graph (the CPU provider has no bf16 kernels and "
+                          "few fp16 ones): fp32, int8 (dynamic quantization) or 4-bit weights (MatMulNBits)",
+                          key="compress.bits", value=16, allowed=[32, 8, 4], has_value=True)
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise ConfigError("the onnxruntime package is not installed (pip install onnxruntime)",
+                          key="deploy.runtime", value=d.runtime, allowed=["torch"], has_value=True)
 
 
 def check_compress(cfg: RunConfig) -> None:

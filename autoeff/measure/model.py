@@ -23,6 +23,8 @@ def measure_model(model: AutoEffModel, specs: Sequence[TaskSpec], deploy: Deploy
     size (what serving the model holds) plus ``activation_peak_mb``, the peak of the inference
     pass above that idle baseline, seen on every thread (see :mod:`autoeff.measure.memory`).
     """
+    if deploy.runtime == "onnxruntime":
+        return measure_model_ort(model, specs, deploy)
     device = deploy.device
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("deploy.device is cuda but no CUDA device is available")
@@ -53,6 +55,43 @@ def measure_model(model: AutoEffModel, specs: Sequence[TaskSpec], deploy: Deploy
     out["_model"] = {"params": float(size["params"]), "size_mb": weights_mb}
     if hasattr(model, "forward_cached"):  # a decoder: the figures of generation (docs/decoders.md section 4)
         out["_model"].update(decoder_figures(model, specs, deploy))
+    return out
+
+
+#: model-level figures of a measurement under onnxruntime (the settings and the graph)
+ORT_MODEL_FIGURES = ("onnx_size_mb", "ort_threads", "ort_mem_arena", "ort_bits")
+
+
+def measure_model_ort(model: AutoEffModel, specs: Sequence[TaskSpec], deploy: DeployConfig) -> Dict[str, Dict[str, float]]:
+    """:func:`measure_model` under ``deploy.runtime: onnxruntime``: the same figures, each task's
+    pass run as the exported ONNX graph in an ONNX Runtime CPU session (see
+    :mod:`autoeff.measure.onnxrt`): ``peak_memory_mb`` = the graph's weights at their stored size
+    (``onnx_size_mb``) + ``activation_peak_mb`` (the first run of a fresh session, memray).
+    ``_model`` adds the session's settings (``ort_threads``, ``ort_mem_arena``), the graph's
+    bits (``ort_bits``) and the largest task graph's ``onnx_size_mb``. Raises
+    :class:`~autoeff.measure.onnxrt.OrtUnsupported` ("family X cannot run in onnxruntime: ...")
+    for a model that cannot be exported or run; a decoder is refused (config.check_runtime)."""
+    from .onnxrt import OrtUnsupported, measure_ort
+
+    if hasattr(model, "forward_cached"):
+        raise OrtUnsupported("deploy.runtime onnxruntime measures encoders only: measure decoders with runtime torch")
+    was_training = model.training
+    model.eval().to("cpu")
+    size = model_size(model)
+    out: Dict[str, Dict[str, float]] = {}
+    extra: Dict[str, float] = {}
+    try:
+        for spec in specs:
+            x, mask = example_inputs(spec, deploy.batch_size, device="cpu")
+            r = measure_ort(model, spec.name, x, mask, threads=deploy.threads, mem_arena=deploy.ort_mem_arena,
+                            warmup=deploy.warmup, repeats=deploy.repeats)
+            for k in ORT_MODEL_FIGURES:
+                v = r.pop(k)
+                extra[k] = max(extra.get(k, v), v)
+            out[spec.name] = r
+    finally:
+        model.train(was_training)
+    out["_model"] = {"params": float(size["params"]), "size_mb": size["size_bytes"] / 2**20, **extra}
     return out
 
 

@@ -1,0 +1,397 @@
+"""Measured where it will run: the deployed model as an ONNX graph in an ONNX Runtime session
+(``deploy.runtime: onnxruntime``).
+
+The graph is the one ``autoeff export --onnx`` writes: ``torch.export`` then
+``torch.onnx.export(dynamo=True)`` at opset 18, static shapes (``deploy.batch_size`` x the task's
+sequence length), inputs ``x`` and ``mask``, output the task's logits. A quantized model is
+exported with the weights it computes with (dequantized to fp32), then:
+
+* 8 bits: onnxruntime's dynamic quantization (``quantize_dynamic``: per-channel int8 weights of
+  every MatMul/Gemm with a constant 2-D weight, 7-bit ``reduce_range``, activations quantized at
+  run time: ``DynamicQuantizeLinear`` + ``MatMulInteger``), the same call as the exporter's int8
+  file. Its speed depends on the CPU's integer dot-product instructions: ``avx512_vnni`` or
+  ``avx_vnni`` (VPDPBUSD, u8 x s8 in one instruction); with ``avx2`` only, the u8 x s8 products
+  go through VPMADDUBSW, which saturates at 16 bits (hence ``reduce_range``) and is often no faster
+  than fp32 at small widths (:func:`int8_instructions` reads them from /proc/cpuinfo).
+* 4 bits: ``MatMulNBits`` (onnxruntime's weight-only block quantization,
+  ``MatMulNBitsQuantizer``, symmetric, blocks of 32 along the input dimension): 4-bit weights are
+  dequantized block by block inside the kernel (or multiplied with int8-quantized activations
+  where the CPU has the instructions). Only MatMuls with a constant 2-D weight are converted.
+* 16 bits: refused (the CPU provider has no bf16 kernels and few fp16 ones; the graph would be
+  cast back to fp32, which is not what was asked).
+
+Session settings (recorded with every measurement, stated in the metrics glossary):
+``intra_op_num_threads`` = ``deploy.threads`` (or torch's thread count when 0),
+``inter_op_num_threads`` = 1, execution mode ``ORT_SEQUENTIAL``, graph optimizations
+``ORT_ENABLE_ALL``, ``enable_cpu_mem_arena`` = ``deploy.ort_mem_arena``, CPU execution provider.
+
+Memory: the deployed footprint is the graph's initializers at their stored size (``onnx_size_mb``)
+plus the peak of one inference pass: the first ``run`` of a fresh session (its arena, if on,
+starts empty), tracked by memray like the PyTorch runtime's pass (:mod:`autoeff.measure.memory`).
+onnxruntime's CPU allocator takes its buffers with ``posix_memalign`` (64-byte alignment), on the
+calling thread or the intra-op pool's threads, so memray sees them all. With the arena on, what is
+counted is what the arena reserves during the pass (it rounds its extensions up and keeps them:
+what the process holds); with the arena off, the live tensor buffers themselves.
+
+A family that cannot be exported or run raises :class:`OrtUnsupported`: ``"family X cannot run in
+onnxruntime: ..."`` (a trial records it as its failure reason and the search goes on).
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import copy
+import hashlib
+import io
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+OPSET = 18
+EXECUTION_MODE = "ORT_SEQUENTIAL"
+GRAPH_OPTIMIZATION = "ORT_ENABLE_ALL"
+INTER_OP_THREADS = 1
+NBITS_BLOCK = 32
+#: CPU flags that decide int8 GEMM speed, best first
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "avx512bw", "avx2")
+
+
+class OrtUnsupported(RuntimeError):
+    """The model cannot be measured in onnxruntime; the message says why."""
+
+
+@dataclass(frozen=True)
+class OrtSettings:
+    """The session's settings: what a measurement under onnxruntime depends on."""
+
+    threads: int
+    mem_arena: bool = True
+    execution_mode: str = EXECUTION_MODE
+    inter_op_threads: int = INTER_OP_THREADS
+    graph_optimization: str = GRAPH_OPTIMIZATION
+
+    def as_metrics(self) -> Dict[str, float]:
+        return {"ort_threads": float(self.threads), "ort_mem_arena": float(self.mem_arena)}
+
+
+def available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def int8_instructions() -> Dict[str, bool]:
+    """Which of :data:`INT8_FLAGS` this CPU has (the flags line of /proc/cpuinfo, read by
+    :func:`autoeff.measure.host.cpu_flags`)."""
+    from .host import cpu_flags
+
+    flags = cpu_flags()
+    return {f: f in flags for f in INT8_FLAGS}
+
+
+def int8_verdict() -> str:
+    """One sentence on what onnxruntime's int8 MatMul can use on this CPU."""
+    have = int8_instructions()
+    if have.get("amx_int8") or have.get("avx512_vnni") or have.get("avx_vnni"):
+        which = ", ".join(f for f in ("amx_int8", "avx512_vnni", "avx_vnni") if have.get(f))
+        return f"this CPU has {which}: int8 dot products in one instruction (VPDPBUSD), int8 can beat fp32"
+    if have.get("avx2"):
+        return ("this CPU has avx2 but no VNNI (avx512_vnni / avx_vnni): int8 products go through VPMADDUBSW + "
+                "VPMADDWD (saturating 16-bit sums, hence reduce_range), often no faster than fp32 at small widths")
+    return "this CPU has neither VNNI nor avx2: onnxruntime's int8 kernels fall back to slow generic code"
+
+
+# ------------------------------------------------------------------------------------------
+# graph
+# ------------------------------------------------------------------------------------------
+
+
+class _OneTask(nn.Module):
+    """The exported contract: ``(x, mask) -> logits`` of one task."""
+
+    def __init__(self, model: nn.Module, task: str):
+        super().__init__()
+        self.model, self.task = model, task
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.model(x, mask, self.task)  # (B, C) or (B, N, V)
+
+
+def weight_bits(model: nn.Module) -> int:
+    """The bits the deployed model stores its quantized weights at: 8 or 4 (compress's weight-only
+    parametrizations), 16 (half-precision parameters), else 32."""
+    bits = {getattr(p, "bits", None) for mod in model.modules() if parametrize.is_parametrized(mod)
+            for plist in mod.parametrizations.values() for p in plist}
+    bits.discard(None)
+    if bits:
+        return int(min(bits))
+    if any(p.dtype in (torch.float16, torch.bfloat16) for p in model.parameters()):
+        return 16
+    return 32
+
+
+def fp32_module(model: nn.Module) -> nn.Module:
+    """A copy of the deployed model with its weights as it computes with them, in fp32 and plain
+    parameters (quantized weights dequantized); the model itself is left alone."""
+    m = copy.deepcopy(model)
+    for mod in list(m.modules()):
+        if parametrize.is_parametrized(mod):
+            for name in list(mod.parametrizations):
+                parametrize.remove_parametrizations(mod, name, leave_parametrized=True)
+    return m.float().eval()
+
+
+def families(model: nn.Module) -> str:
+    """The attention families of a model, e.g. ``full`` or ``linformer/longformer``."""
+    names = set()
+    for mod in model.modules():
+        name = getattr(type(mod), "name", None)
+        if isinstance(name, str) and hasattr(type(mod), "supports_causal"):
+            names.add(name)
+    return "/".join(sorted(names)) or type(model).__name__
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter and the quantizer log progress and hints; keep the output clean."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "torch._dynamo",
+                                              "torch.fx", "torch.fx.experimental.symbolic_shapes", "")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
+
+
+def _cause(e: BaseException) -> str:
+    while e.__cause__ is not None:
+        e = e.__cause__
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
+
+
+def export_graph(model: nn.Module, task: str, x: torch.Tensor, mask: torch.Tensor) -> bytes:
+    """The fp32 ONNX graph (serialized) of ``model``'s task ``task`` at the shapes of ``x`` and
+    ``mask``. Raises :class:`OrtUnsupported` naming the family when it cannot be exported."""
+    fam = families(model)
+    wrapped = _OneTask(fp32_module(model), task).eval()
+    try:
+        with _quiet():
+            program = torch.export.export(wrapped, (x, mask), strict=False)
+    except Exception as e:  # torch.export could not trace the family
+        raise OrtUnsupported(f"family {fam} cannot run in onnxruntime: torch.export could not trace it on torch "
+                             f"{torch.__version__} ({_cause(e)})") from None
+    with tempfile.TemporaryDirectory(prefix="autoeff-ort-") as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        try:
+            with _quiet():
+                torch.onnx.export(program, (x, mask), path, input_names=["x", "mask"], output_names=["logits"],
+                                  dynamo=True, opset_version=OPSET, verbose=False, external_data=False)
+        except Exception as e:  # traced, but an operator has no ONNX translation
+            raise OrtUnsupported(f"family {fam} cannot run in onnxruntime: an operator of its graph has no ONNX "
+                                 f"translation ({_cause(e)})") from None
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def _not_2d_weight(graph) -> List[str]:
+    """MatMul nodes whose constant operand is not a 2-D matrix: the quantizers leave them fp32."""
+    dims = {t.name: len(t.dims) for t in graph.initializer}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and len(n.input) > 1 and dims.get(n.input[1], 2) != 2]
+
+
+def quantize_graph(fp32: bytes, bits: int, family: str = "model") -> bytes:
+    """The graph at ``bits``: 8 = onnxruntime's dynamic int8 quantization, 4 = ``MatMulNBits``
+    (see the module docstring). Raises :class:`OrtUnsupported` when the quantizer fails."""
+    import onnx
+
+    if bits == 32:
+        return fp32
+    if bits not in (8, 4):
+        raise OrtUnsupported(f"family {family} cannot run in onnxruntime at {bits} bits: only fp32, int8 "
+                             "(dynamic quantization) and 4-bit weights (MatMulNBits) are measured")
+    try:
+        with tempfile.TemporaryDirectory(prefix="autoeff-ort-") as tmp, _quiet():
+            src, dst = os.path.join(tmp, "fp32.onnx"), os.path.join(tmp, f"q{bits}.onnx")
+            with open(src, "wb") as f:
+                f.write(fp32)
+            model = onnx.load(src)
+            if bits == 8:
+                from onnxruntime.quantization import QuantType, quantize_dynamic
+
+                quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
+                                 op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=_not_2d_weight(model.graph),
+                                 extra_options={"MatMulConstBOnly": True})
+            else:
+                from onnxruntime.quantization.matmul_nbits_quantizer import (MatMulNBitsQuantizer,
+                                                                            RTNWeightOnlyQuantConfig)
+
+                q = MatMulNBitsQuantizer(model, block_size=NBITS_BLOCK, is_symmetric=True,
+                                         nodes_to_exclude=_not_2d_weight(model.graph),
+                                         algo_config=RTNWeightOnlyQuantConfig())
+                q.process()
+                q.model.save_model_to_file(dst, use_external_data_format=False)
+            with open(dst, "rb") as f:
+                return f.read()
+    except OrtUnsupported:
+        raise
+    except Exception as e:
+        raise OrtUnsupported(f"family {family} cannot run in onnxruntime at {bits} bits: onnxruntime's "
+                             f"quantizer failed ({_cause(e)})") from None
+
+
+def initializer_bytes(graph: bytes) -> int:
+    """Bytes of the graph's constant tensors (its weights) at their stored type."""
+    import onnx
+    from onnx import helper
+
+    g = onnx.load_from_string(graph).graph
+    total = 0
+    for t in g.initializer:
+        n = 1
+        for d in t.dims:
+            n *= d
+        np_dtype = helper.tensor_dtype_to_np_dtype(t.data_type)
+        total += n * np_dtype.itemsize
+    return int(total)
+
+
+def count_ops(graph: bytes) -> Dict[str, int]:
+    """Node count by operator type (e.g. how many ``MatMulInteger`` an int8 graph holds)."""
+    import onnx
+
+    out: Dict[str, int] = collections.Counter(n.op_type for n in onnx.load_from_string(graph).graph.node)
+    return dict(out)
+
+
+def session(graph: bytes, settings: OrtSettings):
+    """An ``InferenceSession`` on the CPU provider with ``settings``."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = max(1, settings.threads)
+    opts.inter_op_num_threads = settings.inter_op_threads
+    opts.execution_mode = getattr(ort.ExecutionMode, settings.execution_mode)
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, settings.graph_optimization)
+    opts.enable_cpu_mem_arena = bool(settings.mem_arena)
+    try:
+        return ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise OrtUnsupported(f"onnxruntime could not load the graph ({_cause(e)})") from None
+
+
+def feeds(sess, x: torch.Tensor, mask: torch.Tensor) -> Dict[str, object]:
+    """The session's inputs from ``x`` and ``mask`` (an input the exporter dropped is skipped)."""
+    have = {"x": x.detach().cpu().numpy(), "mask": mask.detach().cpu().numpy()}
+    return {i.name: have[i.name] for i in sess.get_inputs()}
+
+
+# ------------------------------------------------------------------------------------------
+# the graphs of a model, cached by its weights (two readings per measurement, one export)
+# ------------------------------------------------------------------------------------------
+
+_CACHE: "collections.OrderedDict[str, Tuple[bytes, Dict[int, bytes]]]" = collections.OrderedDict()
+_CACHE_SIZE = 4
+
+
+def _fingerprint(model: nn.Module, task: str, x: torch.Tensor, bits: int) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{type(model).__qualname__}|{task}|{tuple(x.shape)}|{x.dtype}|{bits}".encode())
+    for k, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{k}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def graphs(model: nn.Module, task: str, x: torch.Tensor, mask: torch.Tensor, bits: int) -> Tuple[bytes, bytes]:
+    """``(fp32 graph, graph at bits)`` of the model's task (the same bytes twice at 32 bits),
+    exported once per weights (a few entries are cached: a measurement reads twice)."""
+    key = _fingerprint(model, task, x, bits)
+    hit = _CACHE.get(key)
+    if hit is None:
+        fp32 = export_graph(model, task, x, mask)
+        hit = (fp32, {bits: quantize_graph(fp32, bits, families(model))})
+        _CACHE[key] = hit
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    _CACHE.move_to_end(key)
+    return hit[0], hit[1][bits]
+
+
+def clear_cache() -> None:
+    _CACHE.clear()
+
+
+# ------------------------------------------------------------------------------------------
+# measurement
+# ------------------------------------------------------------------------------------------
+
+
+def measure_session(graph: bytes, x: torch.Tensor, mask: torch.Tensor, settings: OrtSettings, *,
+                    warmup: int, repeats: int) -> Dict[str, float]:
+    """Latency (median of ``repeats`` runs after ``warmup``) and memory (first run of a fresh
+    session, memray) of ``graph`` under ``settings``: ``latency_ms`` and co., ``activation_peak_mb``,
+    ``onnx_size_mb``, ``peak_memory_mb`` (= the two), plus the settings (``ort_threads``,
+    ``ort_mem_arena``) and ``threads``."""
+    from .latency import measure_latency
+    from .memory import peak_memory
+
+    sess = session(graph, settings)
+    inputs = feeds(sess, x, mask)
+
+    def run(sess=sess, inputs=inputs):
+        return sess.run(None, inputs)
+
+    try:
+        lat = measure_latency(run, warmup=warmup, repeats=repeats, device="cpu", threads=0)
+    except Exception as e:
+        raise OrtUnsupported(f"onnxruntime failed to run the graph ({_cause(e)})") from None
+    del sess
+    fresh = session(graph, settings)
+    inputs = feeds(fresh, x, mask)
+    mem = peak_memory(lambda: fresh.run(None, inputs), device="cpu")
+    weights_mb = initializer_bytes(graph) / 2**20
+    return {**lat.as_metrics(), "activation_peak_mb": mem.peak_mb, "onnx_size_mb": weights_mb,
+            "peak_memory_mb": weights_mb + mem.peak_mb, "threads": float(settings.threads), **settings.as_metrics()}
+
+
+def default_threads(threads: int) -> int:
+    """``deploy.threads``, or torch's intra-op thread count when it is 0."""
+    return threads if threads > 0 else torch.get_num_threads()
+
+
+def measure_ort(model: nn.Module, task: str, x: torch.Tensor, mask: torch.Tensor, *, threads: int = 0,
+                mem_arena: bool = True, warmup: int = 3, repeats: int = 15,
+                bits: Optional[int] = None) -> Dict[str, float]:
+    """The deployment figures of one task of ``model`` measured in onnxruntime (see the module
+    docstring): the graph at the model's stored bits (``bits`` overrides, e.g. 8 for the int8
+    graph of an fp32 model)."""
+    if not available():
+        raise OrtUnsupported("deploy.runtime is onnxruntime but the onnxruntime package is not installed")
+    b = weight_bits(model) if bits is None else bits
+    if b == 16:
+        raise OrtUnsupported(f"family {families(model)} cannot run in onnxruntime at 16 bits: the CPU provider has "
+                             "no bf16 kernels and few fp16 ones (measure compress.bits 32, 8 or 4)")
+    _, g = graphs(model, task, x, mask, b)
+    settings = OrtSettings(threads=default_threads(threads), mem_arena=mem_arena)
+    out = measure_session(g, x, mask, settings, warmup=warmup, repeats=repeats)
+    out["ort_bits"] = float(b)
+    return out
