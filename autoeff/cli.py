@@ -13,6 +13,7 @@
     autoeff list     [attentions|tasks]
     autoeff bench    attention [...]                      benchmark attention families
     autoeff bench    decode [...]                         decoders against context length, vs transformers
+    autoeff bench    deploy [--quick]                     eager PyTorch vs ONNX Runtime fp32 vs int8, per family
 
 Bad input exits with status 2 and one line naming the file, key, value and what is allowed.
 """
@@ -94,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("what", nargs="?", choices=("attentions", "tasks"), default="attentions")
 
     s = sub.add_parser("bench", help="benchmarks (e.g. `autoeff bench attention --help`)")
-    s.add_argument("which", choices=("attention", "decode"))
+    s.add_argument("which", choices=("attention", "decode", "deploy"))
     s.add_argument("args", nargs=argparse.REMAINDER)
     return p
 
@@ -321,6 +322,10 @@ def _cmd_bench(a) -> int:
         from .bench.decode import main as decode_main
 
         return int(decode_main(a.args) or 0)
+    if a.which == "deploy":
+        from .bench.deploy import main as deploy_main
+
+        return int(deploy_main(a.args) or 0)
     return 2
 
 

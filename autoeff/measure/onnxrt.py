@@ -41,6 +41,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import io
 import logging
@@ -59,6 +60,8 @@ EXECUTION_MODE = "ORT_SEQUENTIAL"
 GRAPH_OPTIMIZATION = "ORT_ENABLE_ALL"
 INTER_OP_THREADS = 1
 NBITS_BLOCK = 32
+#: the fp32 graph must reproduce the eager model within this (the exporter's tolerance)
+FP32_ATOL, FP32_RTOL = 1e-4, 1e-3
 #: CPU flags that decide int8 GEMM speed, best first
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "avx512bw", "avx2")
 
@@ -311,9 +314,19 @@ _CACHE: "collections.OrderedDict[str, Tuple[bytes, Dict[int, bytes]]]" = collect
 _CACHE_SIZE = 4
 
 
+_PLAIN = (bool, int, float, str)
+
+
 def _fingerprint(model: nn.Module, task: str, x: torch.Tensor, bits: int) -> str:
+    """What decides the graph: the model object, its structure (every module's type and plain
+    attributes, e.g. a window size: two families can hold the same weights), its weights (they
+    change in place while training), the task and the input shape."""
     h = hashlib.blake2b(digest_size=16)
-    h.update(f"{type(model).__qualname__}|{task}|{tuple(x.shape)}|{x.dtype}|{bits}".encode())
+    h.update(f"{id(model)}|{task}|{tuple(x.shape)}|{x.dtype}|{bits}".encode())
+    for name, mod in model.named_modules():
+        plain = sorted((k, repr(v)) for k, v in vars(mod).items()
+                       if not k.startswith("_") and (isinstance(v, _PLAIN) or dataclasses.is_dataclass(v)))
+        h.update(f"{name}:{type(mod).__module__}.{type(mod).__qualname__}:{plain};".encode())
     for k, t in model.state_dict().items():
         t = t.detach().cpu().contiguous().reshape(-1)
         h.update(f"{k}:{tuple(t.shape)}:{t.dtype};".encode())
@@ -328,12 +341,31 @@ def graphs(model: nn.Module, task: str, x: torch.Tensor, mask: torch.Tensor, bit
     hit = _CACHE.get(key)
     if hit is None:
         fp32 = export_graph(model, task, x, mask)
+        check_graph(model, task, fp32, x, mask)
         hit = (fp32, {bits: quantize_graph(fp32, bits, families(model))})
         _CACHE[key] = hit
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
     _CACHE.move_to_end(key)
     return hit[0], hit[1][bits]
+
+
+def check_graph(model: nn.Module, task: str, graph: bytes, x: torch.Tensor, mask: torch.Tensor) -> float:
+    """Run the fp32 graph once on ``(x, mask)`` and compare with the eager model (the exporter's
+    tolerance, :data:`FP32_ATOL` + :data:`FP32_RTOL` x |y|): a graph that computes something else
+    is not measured. Returns the largest difference."""
+    import numpy as np
+
+    sess = session(graph, OrtSettings(threads=1, mem_arena=False))
+    got = torch.from_numpy(np.asarray(sess.run(None, feeds(sess, x, mask))[0]))
+    with torch.inference_mode():
+        ref = _OneTask(model, task).eval()(x, mask).float()
+    diff = (got - ref).abs()
+    if got.shape != ref.shape or not bool((diff <= FP32_ATOL + FP32_RTOL * ref.abs()).all()):
+        worst = float(diff.max()) if got.shape == ref.shape else float("nan")
+        raise OrtUnsupported(f"family {families(model)} cannot run in onnxruntime: the exported graph does not match "
+                             f"PyTorch (max |d| = {worst:.3g}, tolerance {FP32_ATOL:g} + {FP32_RTOL:g} |y|)")
+    return float(diff.max())
 
 
 def clear_cache() -> None:
