@@ -148,8 +148,14 @@ def fp32_module(model: nn.Module) -> nn.Module:
     m = copy.deepcopy(model)
     for mod in list(m.modules()):
         if parametrize.is_parametrized(mod):
-            for name in list(mod.parametrizations):
-                parametrize.remove_parametrizations(mod, name, leave_parametrized=True)
+            # not parametrize.remove_parametrizations: the copy shares its parametrized class with
+            # the model, and removing would delete the property from that class, the model's too
+            with torch.no_grad():
+                values = {name: getattr(mod, name).detach().clone() for name in mod.parametrizations}
+            del mod._modules["parametrizations"]
+            mod.__class__ = mod.__class__.__bases__[0]  # the module's own class, before parametrization
+            for name, v in values.items():
+                mod.register_parameter(name, nn.Parameter(v, requires_grad=False))
     return m.float().eval()
 
 
