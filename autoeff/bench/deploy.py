@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import datetime as _dt
+import os
 import json
 import math
 import shlex
@@ -48,7 +50,7 @@ from ..measure.host import machine_info
 
 RUNTIMES = ("eager", "ort_fp32", "ort_int8")
 FIELDS = ("family", "runtime", "status", "latency_ms", "latency_spread", "ratio_to_eager", "peak_memory_mb",
-          "activation_peak_mb", "weights_mb", "max_abs_diff", "max_prob_diff", "same_class", "threads", "wall_s",
+          "activation_peak_mb", "activation_no_arena_mb", "weights_mb", "max_abs_diff", "max_prob_diff", "same_class", "threads", "wall_s",
           "reason")
 QUICK = {"seq_len": 128, "width": 32, "depth": 1, "heads": 2, "warmup": 1, "repeats": 3, "examples": 2}
 
@@ -110,6 +112,7 @@ def bench_family(family: str, args) -> List[Dict[str, Any]]:
     from ..config import task_spec
     from ..measure.model import measure_model
     from ..measure.onnxrt import OrtUnsupported, default_threads, feeds, graphs, measure_session, OrtSettings
+    from ..measure.memory import peak_memory
     from ..measure.onnxrt import initializer_bytes
     from ..model import build_model, example_inputs
 
@@ -150,6 +153,11 @@ def bench_family(family: str, args) -> List[Dict[str, Any]]:
             m = measure_session(g, x, mask, settings, warmup=args.warmup, repeats=args.repeats)
             from ..measure.onnxrt import session
 
+            plain = m["activation_peak_mb"]
+            if settings.mem_arena:  # what the pass's tensors take, without the arena's rounding
+                bare = session(g, dataclasses.replace(settings, mem_arena=False))
+                plain = peak_memory(lambda: bare.run(None, feeds(bare, x, mask))).peak_mb
+                del bare
             sess = session(g, settings)
             got = _outputs(lambda a, b: sess.run(None, feeds(sess, a, b))[0], inputs)
             diff = float((got - ref).abs().max())
@@ -157,7 +165,8 @@ def bench_family(family: str, args) -> List[Dict[str, Any]]:
             same = float((got.argmax(-1) == ref.argmax(-1)).float().mean())
             row(runtime, "ok", latency_ms=m["latency_ms"], latency_spread=m["latency_spread"],
                 ratio_to_eager=m["latency_ms"] / eager_ms, peak_memory_mb=m["peak_memory_mb"],
-                activation_peak_mb=m["activation_peak_mb"], weights_mb=initializer_bytes(g) / 2**20,
+                activation_peak_mb=m["activation_peak_mb"], activation_no_arena_mb=plain,
+                weights_mb=initializer_bytes(g) / 2**20,
                 max_abs_diff=diff, max_prob_diff=pdiff, same_class=same, threads=int(m["ort_threads"]),
                 wall_s=time.perf_counter() - t0)
         except OrtUnsupported as ex:
@@ -172,6 +181,7 @@ def run(args) -> Dict[str, Any]:
     from ..measure.onnxrt import int8_instructions, int8_verdict
 
     families = args.family_list
+    load_before = _load()
     rows: List[Dict[str, Any]] = []
     for fam in families:
         print(f"[deploy bench] {fam} ...", file=sys.stderr, flush=True)
@@ -189,7 +199,16 @@ def run(args) -> Dict[str, Any]:
             "machine": machine_info("cpu"),
             "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
             "int8_instructions": int8_instructions(), "int8_verdict": int8_verdict(),
+            "load_average": {"before": load_before, "after": _load()},
             "settings": settings, "rows": rows}
+
+
+def _load() -> List[float]:
+    """The 1, 5 and 15-minute load averages (other work on the machine while it measured)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
 
 
 def _fmt(v: Any, nd: int = 3) -> str:
@@ -202,11 +221,11 @@ def _fmt(v: Any, nd: int = 3) -> str:
 
 def table(doc: Dict[str, Any]) -> str:
     """The results as a Markdown table (one row per family and runtime)."""
-    lines = ["| family | runtime | latency ms | x eager | peak MiB | activations MiB | weights MiB | price | status |",
-             "|---|---|---:|---:|---:|---:|---:|---|---|"]
+    lines = ["| family | runtime | latency ms | x eager | peak MiB | activations MiB | (no arena) | weights MiB | price "
+             "| status |", "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in doc["rows"]:
         if r["status"] != "ok":
-            lines.append(f"| {r['family']} | {r['runtime']} | | | | | | | {r['status']}: {r['reason']} |")
+            lines.append(f"| {r['family']} | {r['runtime']} | | | | | | | | {r['status']}: {r['reason']} |")
             continue
         price = ""
         if r["runtime"] == "ort_fp32":
@@ -214,7 +233,8 @@ def table(doc: Dict[str, Any]) -> str:
         elif r["runtime"] == "ort_int8":
             price = f"max prob diff {r['max_prob_diff']:.2g}, same class {r['same_class']:.0%}"
         lines.append(f"| {r['family']} | {r['runtime']} | {_fmt(r['latency_ms'])} | {r['ratio_to_eager']:.2f} | "
-                     f"{_fmt(r['peak_memory_mb'])} | {_fmt(r['activation_peak_mb'])} | {_fmt(r['weights_mb'])} | "
+                     f"{_fmt(r['peak_memory_mb'])} | {_fmt(r['activation_peak_mb'])} | "
+                     f"{_fmt(r['activation_no_arena_mb'])} | {_fmt(r['weights_mb'])} | "
                      f"{price} | ok |")
     return "\n".join(lines)
 
@@ -235,10 +255,13 @@ def readme(doc: Dict[str, Any]) -> str:
         f"{s['seq_len']} tokens, random weights (seed {s['seed']}); {s['warmup']} warm-up + {s['repeats']} timed "
         f"passes, median; threads {s['threads'] or 'torch default'}",
         f"- onnxruntime session: intra-op threads as above, inter-op 1, {s['ort_execution_mode']}, "
-        f"{s['ort_graph_optimization']}, CPU memory arena {'on' if s['ort_mem_arena'] else 'off'}", "",
+        f"{s['ort_graph_optimization']}, CPU memory arena {'on' if s['ort_mem_arena'] else 'off'}",
+        f"- load average (1, 5, 15 min) before / after: {doc['load_average']['before']} / "
+        f"{doc['load_average']['after']}", "",
         "`x eager`: latency / the eager model's. `peak MiB` = weights at their stored size + the activation peak "
         "of one pass (memray, every thread's aligned allocations; onnxruntime: the first run of a fresh session, "
-        "so with the arena on it counts what the arena reserves). Price: fp32 graph, max |logit difference| to "
+        "so with the arena on it counts what the arena reserves; `(no arena)`: the same pass in a session without the "
+        "arena, the tensors themselves). Price: fp32 graph, max |logit difference| to "
         "eager; int8 graph, max |class-probability difference| and the share of inputs with the same class, "
         f"over {s['examples']} random inputs.", "",
         table(doc), "",

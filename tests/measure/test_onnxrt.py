@@ -171,3 +171,22 @@ def test_untraceable_family_fails_its_trial_and_the_search_goes_on(tmp_path, rep
         if r.status == "complete":
             assert r.metrics["ort_threads"] == 1.0 and math.isfinite(r.metrics["latency_ms"])
             assert r.metrics["measure_readings"] == 2.0
+
+
+def test_reference_model_is_measured_under_the_same_runtime(repo, monkeypatch):
+    """A relative budget's reference goes through the same protocol: two readings in onnxruntime."""
+    from autoeff.search import objective
+    from autoeff.search.space import load_space
+
+    space = load_space(str(repo / "search_spaces" / "smoke.yaml"), ["deploy.runtime=onnxruntime"])
+    calls = []
+    real = onnxrt.measure_ort
+
+    def spy(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(onnxrt, "measure_ort", spy)
+    ref = objective.measure_reference(space)
+    assert len(calls) == objective.MEASURE_READINGS and ref["readings"] == objective.MEASURE_READINGS
+    assert ref["config"]["deploy"]["runtime"] == "onnxruntime" and math.isfinite(ref["metrics"]["latency_ms"])
