@@ -239,6 +239,37 @@ def table(doc: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def findings(doc: Dict[str, Any]) -> List[str]:
+    """The run's headline comparisons, computed from its rows (so they never go stale)."""
+    by = {(r["family"], r["runtime"]): r for r in doc["rows"] if r["status"] == "ok"}
+    fams = list(dict.fromkeys(r["family"] for r in doc["rows"]))
+    both = [f for f in fams if (f, "eager") in by and (f, "ort_fp32") in by]
+    out: List[str] = []
+    if both:
+        ratios = ", ".join(f"{f} {by[(f, 'ort_fp32')]['ratio_to_eager']:.2f}x" for f in both)
+        out.append(f"onnxruntime fp32 latency / eager: {ratios} (below 1: onnxruntime is faster).")
+    q = [f for f in fams if (f, "ort_fp32") in by and (f, "ort_int8") in by]
+    if q:
+        ratios = ", ".join(f"{f} {by[(f, 'ort_int8')]['latency_ms'] / by[(f, 'ort_fp32')]['latency_ms']:.2f}x" for f in q)
+        worst = max(by[(f, "ort_int8")]["max_prob_diff"] for f in q)
+        out.append(f"onnxruntime int8 latency / onnxruntime fp32: {ratios}; price: class probabilities within "
+                   f"{worst:.2g} of eager. {doc['int8_verdict']}.")
+        mem = ", ".join(f"{f} {by[(f, 'ort_int8')]['weights_mb'] / by[(f, 'ort_fp32')]['weights_mb']:.2f}x" for f in q)
+        out.append(f"int8 graph weights / fp32 graph weights: {mem} (only MatMul/Gemm weights are quantized; "
+                   "embeddings, norms and biases stay fp32).")
+    if both:
+        act = ", ".join(f"{f} {by[(f, 'ort_fp32')]['activation_no_arena_mb'] or by[(f, 'ort_fp32')]['activation_peak_mb']:.3g}"
+                        f" / {by[(f, 'eager')]['activation_peak_mb']:.3g}" for f in both)
+        out.append(f"activation peak MiB, onnxruntime fp32 without arena / eager: {act}.")
+    refused = {}
+    for r in doc["rows"]:
+        if r["status"] == "refused":
+            refused.setdefault(r["family"], r["reason"])
+    for f, why in refused.items():
+        out.append(f"{f}: {why}.")
+    return out
+
+
 def readme(doc: Dict[str, Any]) -> str:
     m, s = doc["machine"], doc["settings"]
     have = ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in doc["int8_instructions"].items())
@@ -264,7 +295,9 @@ def readme(doc: Dict[str, Any]) -> str:
         "arena, the tensors themselves). Price: fp32 graph, max |logit difference| to "
         "eager; int8 graph, max |class-probability difference| and the share of inputs with the same class, "
         f"over {s['examples']} random inputs.", "",
-        table(doc), "",
+        table(doc), "", "## What this run shows (computed from the rows above)", "",
+        *[f"- {line}" for line in findings(doc)], "",
+        "![latency and memory per family and runtime](deploy_bench.png)", "",
     ])
 
 
