@@ -145,27 +145,16 @@ REGISTRY: Dict[str, MetricDef] = {d.name: d for d in [
     _m("decode_spread", "", _MIN, "max", _ARCH, "decoders: (p90 - p10) / median of the timed decode steps",
        views=("table",)),
     _m("threads", "", _MIN, "max", _ARCH,
-       "intra-op threads the latency was measured with (torch's; under deploy.runtime onnxruntime the "
-       "session's intra_op_num_threads)"),
-    # deploy.runtime: onnxruntime (autoeff/measure/onnxrt.py): the figures above are then measured on the
-    # exported ONNX graph in an ONNX Runtime session
+       "intra-op threads of the measurement (torch's, or the onnxruntime session's)"),
+    # deploy.runtime: onnxruntime (autoeff/measure/onnxrt.py; README "deploy.runtime")
     _m("ort_threads", "", _MIN, "max", _ARCH,
-       "deploy.runtime onnxruntime: the session's intra_op_num_threads (deploy.threads, or torch's thread count "
-       "when 0); the other settings are fixed: inter_op_num_threads 1, execution mode ORT_SEQUENTIAL, graph "
-       "optimizations ORT_ENABLE_ALL, CPUExecutionProvider. latency_ms is then the median of session.run calls; "
-       "activation_peak_mb the first run of a fresh session, every thread's aligned C allocations (memray: "
-       "onnxruntime's CPU allocator uses posix_memalign); peak_memory_mb = onnx_size_mb + activation_peak_mb"),
+       "onnxruntime: intra_op_num_threads; inter-op 1, ORT_SEQUENTIAL, ORT_ENABLE_ALL, CPU provider"),
     _m("ort_mem_arena", "", _MIN, "max", _ARCH,
-       "deploy.runtime onnxruntime: 1 when the session's CPU memory arena was on (enable_cpu_mem_arena, "
-       "deploy.ort_mem_arena): activation_peak_mb then counts what the arena reserves during the pass (it rounds "
-       "its extensions up and keeps them); 0: the live tensor buffers themselves"),
-    _m("ort_bits", "", _MIN, "max", _ARCH,
-       "deploy.runtime onnxruntime: the graph measured: 32 fp32, 8 onnxruntime's dynamic int8 quantization "
-       "(per-channel int8 weights, MatMulInteger; fast only with VNNI: avx512_vnni / avx_vnni), 4 MatMulNBits "
-       "(4-bit weights in blocks of 32)"),
+       "onnxruntime: 1 = CPU memory arena on (activation_peak_mb counts what it reserves in the first run of a "
+       "fresh session, memray), 0 = off (the tensors)"),
+    _m("ort_bits", "", _MIN, "max", _ARCH, "onnxruntime: graph measured: 32 fp32, 8 dynamic int8, 4 MatMulNBits"),
     _m("onnx_size_mb", "MiB", _MIN, "max", _ARCH,
-       "deploy.runtime onnxruntime: the graph's initializers (its weights) at their stored type; the largest "
-       "task's graph"),
+       "onnxruntime: the graph's weights (initializers); peak_memory_mb = this + activation_peak_mb"),
     _m("measure_time_s", "s", _MIN, "max", _ARCH, "time spent measuring the deployed model"),
     _m("measure_wait_s", "s", _MIN, "max", _ARCH,
        "how long the measurement waited for other trials' steps to finish (the measurement gate)"),

@@ -317,7 +317,9 @@ def feeds(sess, x: torch.Tensor, mask: torch.Tensor) -> Dict[str, object]:
 # ------------------------------------------------------------------------------------------
 
 _CACHE: "collections.OrderedDict[str, Tuple[bytes, Dict[int, bytes]]]" = collections.OrderedDict()
-_CACHE_SIZE = 4
+#: at most this many entries and bytes of graphs are kept (the newest entry always)
+_CACHE_SIZE = 8
+_CACHE_BYTES = 256 * 2**20
 
 
 _PLAIN = (bool, int, float, str)
@@ -350,9 +352,9 @@ def graphs(model: nn.Module, task: str, x: torch.Tensor, mask: torch.Tensor, bit
         check_graph(model, task, fp32, x, mask)
         hit = (fp32, {bits: quantize_graph(fp32, bits, families(model))})
         _CACHE[key] = hit
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
     _CACHE.move_to_end(key)
+    while len(_CACHE) > 1 and (len(_CACHE) > _CACHE_SIZE or _cache_bytes() > _CACHE_BYTES):
+        _CACHE.popitem(last=False)
     return hit[0], hit[1][bits]
 
 
@@ -372,6 +374,10 @@ def check_graph(model: nn.Module, task: str, graph: bytes, x: torch.Tensor, mask
         raise OrtUnsupported(f"family {families(model)} cannot run in onnxruntime: the exported graph does not match "
                              f"PyTorch (max |d| = {worst:.3g}, tolerance {FP32_ATOL:g} + {FP32_RTOL:g} |y|)")
     return float(diff.max())
+
+
+def _cache_bytes() -> int:
+    return sum(len(fp32) + sum(len(g) for g in q.values() if g is not fp32) for fp32, q in _CACHE.values())
 
 
 def clear_cache() -> None:
