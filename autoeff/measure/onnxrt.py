@@ -316,7 +316,8 @@ def feeds(sess, x: torch.Tensor, mask: torch.Tensor) -> Dict[str, object]:
 # the graphs of a model, cached by its weights (two readings per measurement, one export)
 # ------------------------------------------------------------------------------------------
 
-_CACHE: "collections.OrderedDict[str, Tuple[bytes, Dict[int, bytes]]]" = collections.OrderedDict()
+#: fingerprint -> (fp32 graph or its refusal, {bits: graph or its refusal})
+_CACHE: "collections.OrderedDict[str, tuple]" = collections.OrderedDict()
 #: at most this many entries and bytes of graphs are kept (the newest entry always)
 _CACHE_SIZE = 8
 _CACHE_BYTES = 256 * 2**20
@@ -325,12 +326,12 @@ _CACHE_BYTES = 256 * 2**20
 _PLAIN = (bool, int, float, str)
 
 
-def _fingerprint(model: nn.Module, task: str, x: torch.Tensor, bits: int) -> str:
+def _fingerprint(model: nn.Module, task: str, x: torch.Tensor) -> str:
     """What decides the graph: the model object, its structure (every module's type and plain
     attributes, e.g. a window size: two families can hold the same weights), its weights (they
     change in place while training), the task and the input shape."""
     h = hashlib.blake2b(digest_size=16)
-    h.update(f"{id(model)}|{task}|{tuple(x.shape)}|{x.dtype}|{bits}".encode())
+    h.update(f"{id(model)}|{task}|{tuple(x.shape)}|{x.dtype}".encode())
     for name, mod in model.named_modules():
         plain = sorted((k, repr(v)) for k, v in vars(mod).items()
                        if not k.startswith("_") and (isinstance(v, _PLAIN) or dataclasses.is_dataclass(v)))
@@ -344,18 +345,33 @@ def _fingerprint(model: nn.Module, task: str, x: torch.Tensor, bits: int) -> str
 
 def graphs(model: nn.Module, task: str, x: torch.Tensor, mask: torch.Tensor, bits: int) -> Tuple[bytes, bytes]:
     """``(fp32 graph, graph at bits)`` of the model's task (the same bytes twice at 32 bits),
-    exported once per weights (a few entries are cached: a measurement reads twice)."""
-    key = _fingerprint(model, task, x, bits)
+    exported once per weights and quantized once per bits (a few entries are cached: a
+    measurement reads twice). A refusal is cached too: a model that cannot be exported is not
+    traced again for the second reading or another bit width."""
+    key = _fingerprint(model, task, x)
     hit = _CACHE.get(key)
     if hit is None:
-        fp32 = export_graph(model, task, x, mask)
-        check_graph(model, task, fp32, x, mask)
-        hit = (fp32, {bits: quantize_graph(fp32, bits, families(model))})
+        try:
+            fp32 = export_graph(model, task, x, mask)
+            check_graph(model, task, fp32, x, mask)
+            hit = (fp32, {32: fp32})
+        except OrtUnsupported as e:
+            hit = (e, {})
         _CACHE[key] = hit
     _CACHE.move_to_end(key)
+    if isinstance(hit[0], OrtUnsupported):
+        raise OrtUnsupported(str(hit[0]))
+    if bits not in hit[1]:
+        try:
+            hit[1][bits] = quantize_graph(hit[0], bits, families(model))
+        except OrtUnsupported as e:
+            hit[1][bits] = e
     while len(_CACHE) > 1 and (len(_CACHE) > _CACHE_SIZE or _cache_bytes() > _CACHE_BYTES):
         _CACHE.popitem(last=False)
-    return hit[0], hit[1][bits]
+    g = hit[1][bits]
+    if isinstance(g, OrtUnsupported):
+        raise OrtUnsupported(str(g))
+    return hit[0], g
 
 
 def check_graph(model: nn.Module, task: str, graph: bytes, x: torch.Tensor, mask: torch.Tensor) -> float:
@@ -377,7 +393,8 @@ def check_graph(model: nn.Module, task: str, graph: bytes, x: torch.Tensor, mask
 
 
 def _cache_bytes() -> int:
-    return sum(len(fp32) + sum(len(g) for g in q.values() if g is not fp32) for fp32, q in _CACHE.values())
+    return sum(len(g) for fp32, q in _CACHE.values() for g in {id(v): v for v in (fp32, *q.values())}.values()
+               if isinstance(g, bytes))
 
 
 def clear_cache() -> None:

@@ -190,3 +190,24 @@ def test_reference_model_is_measured_under_the_same_runtime(repo, monkeypatch):
     ref = objective.measure_reference(space)
     assert len(calls) == objective.MEASURE_READINGS and ref["readings"] == objective.MEASURE_READINGS
     assert ref["config"]["deploy"]["runtime"] == "onnxruntime" and math.isfinite(ref["metrics"]["latency_ms"])
+
+
+def test_a_refusal_is_traced_once_and_named(monkeypatch):
+    cfg = _cfg(attention={"kind": "linformer", "linformer": {"rank": 8}})
+    specs = [task_spec(t) for t in cfg.tasks]
+    model = build_model(cfg, specs)
+    calls = []
+
+    def export(*a, **k):
+        calls.append(1)
+        raise RuntimeError("Could not guard on data-dependent expression u0")
+
+    monkeypatch.setattr(torch.export, "export", export)
+    x, mask = example_inputs(specs[0], 1)
+    msgs = set()
+    for bits in (32, 32, 8):
+        with pytest.raises(onnxrt.OrtUnsupported) as e:
+            onnxrt.measure_ort(model, specs[0].name, x, mask, threads=1, warmup=0, repeats=1, bits=bits)
+        msgs.add(str(e.value))
+    assert len(calls) == 1 and len(msgs) == 1
+    assert msgs.pop().startswith("family linformer cannot run in onnxruntime: torch.export could not trace it")
