@@ -297,6 +297,14 @@ def readme(doc: Dict[str, Any]) -> str:
         f"over {s['examples']} random inputs.", "",
         table(doc), "", "## What this run shows (computed from the rows above)", "",
         *[f"- {line}" for line in findings(doc)], "",
+        "How to read it: onnxruntime runs the graph that `torch.onnx.export` writes at opset 18, where "
+        "`scaled_dot_product_attention` becomes MatMul + Softmax + MatMul over the whole (B, H, N, N) score "
+        "tensor; eager PyTorch's CPU SDPA is a fused kernel that never holds it. That is where full attention's "
+        "large activation peak (and its lost speed) under onnxruntime come from; the linear-time families do not "
+        "build that tensor in either runtime. int8 halves the graph's weights at most (embeddings, norms, biases "
+        "and weights that are not 2-D MatMul operands stay fp32), and its speed depends on the int8 instructions "
+        "above. The machine is shared: the load average says how busy it was; latency ratios within one row's "
+        "family were measured back to back.", "",
         "![latency and memory per family and runtime](deploy_bench.png)", "",
     ])
 

@@ -14,9 +14,10 @@ exported with the weights it computes with (dequantized to fp32), then:
   go through VPMADDUBSW, which saturates at 16 bits (hence ``reduce_range``) and is often no faster
   than fp32 at small widths (:func:`int8_instructions` reads them from /proc/cpuinfo).
 * 4 bits: ``MatMulNBits`` (onnxruntime's weight-only block quantization,
-  ``MatMulNBitsQuantizer``, symmetric, blocks of 32 along the input dimension): 4-bit weights are
-  dequantized block by block inside the kernel (or multiplied with int8-quantized activations
-  where the CPU has the instructions). Only MatMuls with a constant 2-D weight are converted.
+  ``MatMulNBitsQuantizer``, its default round-to-nearest, symmetric, blocks of 32 along the input
+  dimension, ``accuracy_level`` unset): the kernel dequantizes the 4-bit blocks and computes in
+  fp32, so 4 bits cut the weights' bytes, not the arithmetic. Only MatMuls with a constant 2-D
+  weight are converted.
 * 16 bits: refused (the CPU provider has no bf16 kernels and few fp16 ones; the graph would be
   cast back to fp32, which is not what was asked).
 
@@ -247,12 +248,10 @@ def quantize_graph(fp32: bytes, bits: int, family: str = "model") -> bytes:
                                  op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=_not_2d_weight(model.graph),
                                  extra_options={"MatMulConstBOnly": True})
             else:
-                from onnxruntime.quantization.matmul_nbits_quantizer import (MatMulNBitsQuantizer,
-                                                                            RTNWeightOnlyQuantConfig)
+                from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-                q = MatMulNBitsQuantizer(model, block_size=NBITS_BLOCK, is_symmetric=True,
-                                         nodes_to_exclude=_not_2d_weight(model.graph),
-                                         algo_config=RTNWeightOnlyQuantConfig())
+                q = MatMulNBitsQuantizer(model, bits=4, block_size=NBITS_BLOCK, is_symmetric=True,
+                                         nodes_to_exclude=_not_2d_weight(model.graph))
                 q.process()
                 q.model.save_model_to_file(dst, use_external_data_format=False)
             with open(dst, "rb") as f:
