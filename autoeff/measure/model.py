@@ -22,6 +22,8 @@ def measure_model(model: AutoEffModel, specs: Sequence[TaskSpec], deploy: Deploy
     ``peak_memory_mb`` is the deployed footprint: the parameters and buffers at their stored
     size (what serving the model holds) plus ``activation_peak_mb``, the peak of the inference
     pass above that idle baseline, seen on every thread (see :mod:`autoeff.measure.memory`).
+    With ``deploy.runtime: onnxruntime`` the same figures come from the exported graph in an ONNX
+    Runtime session (:func:`measure_model_ort`).
     """
     if deploy.runtime == "onnxruntime":
         return measure_model_ort(model, specs, deploy)
