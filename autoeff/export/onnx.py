@@ -36,8 +36,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..attention._traceable import export_mode
 from ..compress import build_deployed
 from ..config import RunConfig, task_spec
+from ..model.serving import ServingModel
 
 FP32_ATOL, FP32_RTOL = 1e-4, 1e-3
 INT8_PROB = 0.05
@@ -63,15 +65,6 @@ class OnnxFile:
 class OnnxReport:
     files: List[OnnxFile] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
-
-
-class _OneTask(nn.Module):
-    def __init__(self, model: nn.Module, task: str):
-        super().__init__()
-        self.model, self.task = model, task
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.model(x, mask, self.task)  # (B, C)
 
 
 def fp32_copy(model: nn.Module) -> nn.Module:
@@ -124,10 +117,24 @@ def _quiet():
             lg.setLevel(lv)
 
 
+def _amax(x: torch.Tensor, dim=(), keepdim: bool = False) -> torch.Tensor:
+    """aten.amax as max over one dim at a time: its ONNX translation needs the dims listed, and a
+    ``t.amax()`` (every dim) has none."""
+    dims = sorted({d % max(1, x.dim()) for d in dim} if len(dim) else range(x.dim()), reverse=True)
+    for d in dims:
+        x = torch.ops.aten.max.dim(x, d, keepdim)[0]
+    return x
+
+
+#: rewrites applied to the traced graph before the ONNX translation
+_DECOMPOSITIONS = {torch.ops.aten.amax.default: _amax}
+
+
 def _export(module: nn.Module, x: torch.Tensor, mask: torch.Tensor, path: Path, family: str) -> None:
     try:
-        with _quiet():
+        with _quiet(), export_mode(module):  # the families' traceable formulations
             program = torch.export.export(module, (x, mask), strict=False)
+            program = program.run_decompositions(_DECOMPOSITIONS)
     except Exception as e:  # torch.export could not trace the family
         raise ExportError(f"attention family '{family}' cannot be exported to ONNX on torch {torch.__version__}: "
                           f"torch.export could not trace it ({_cause(e)})") from None
@@ -174,7 +181,7 @@ def export_onnx(cfg: RunConfig, checkpoint: str, out: str, *, int8: bool = True,
     for i, t in enumerate(cfg.tasks):
         stem = out_p.with_suffix("") if len(cfg.tasks) == 1 else out_p.with_suffix("").with_name(f"{out_p.stem}.{t.name}")
         spec = task_spec(t)
-        wrapped = _OneTask(model, spec.name).eval()
+        wrapped = ServingModel(model, spec.name).eval()  # the serving contract: (x, mask) -> logits
         x, mask = _examples(cfg, i, max(examples, batch))
         x, mask = x[: (x.shape[0] // batch) * batch], mask[: (x.shape[0] // batch) * batch]
         fp32_path = stem.with_suffix(".onnx")

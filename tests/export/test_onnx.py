@@ -15,8 +15,11 @@ from autoeff.training.run import train_and_evaluate
 pytest.importorskip("onnxruntime")
 
 EXPORTS = {"full": {}, "linformer": {"rank": 16}, "synthesizer": {"mode": "dense", "mix": True},
-           "linear": {"feature_map": "favor", "features": 16}, "sliding_window": {"window": 8}}
-CANNOT = {"longformer": {"window": 16}, "reformer": {"bucket_size": 16}}
+           "linear": {"feature_map": "favor", "features": 16}, "sliding_window": {"window": 8},
+           # their traceable formulations (attention/_traceable.py), entered by the exporter
+           "longformer": {"window": 8, "global_tokens": 2, "dilation": 2},
+           "reformer": {"bucket_size": 8, "n_hashes": 2}}
+CANNOT = {}
 # decoders: the graph is the prefill pass (token ids and mask in, logits (B, N, V) out)
 DECODER_EXPORTS = {"full": {"kv_heads": 2}, "sliding_window": {"window": 8}}
 DECODER_CANNOT = {"gated_deltanet": ({"chunk_size": 8}, "no ONNX translation")}  # its chunk's triangular solve
