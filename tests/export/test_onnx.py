@@ -19,9 +19,10 @@ EXPORTS = {"full": {}, "linformer": {"rank": 16}, "synthesizer": {"mode": "dense
            # their traceable formulations (attention/_traceable.py), entered by the exporter
            "longformer": {"window": 8, "global_tokens": 2, "dilation": 2},
            "reformer": {"bucket_size": 8, "n_hashes": 2}}
-CANNOT = {}
 # decoders: the graph is the prefill pass (token ids and mask in, logits (B, N, V) out)
-DECODER_EXPORTS = {"full": {"kv_heads": 2}, "sliding_window": {"window": 8}}
+DECODER_EXPORTS = {"full": {"kv_heads": 2}, "sliding_window": {"window": 8},
+                   "longformer": {"window": 8, "global_tokens": 2}, "reformer": {"bucket_size": 8, "n_hashes": 2},
+                   "linear": {"feature_map": "favor", "features": 16}, "synthesizer": {"mode": "dense"}}
 DECODER_CANNOT = {"gated_deltanet": ({"chunk_size": 8}, "no ONNX translation")}  # its chunk's triangular solve
 
 
@@ -40,9 +41,13 @@ def _trained(tmp_path, kind, opts, compress):
 
 
 def test_every_family_is_classified():
-    causal_only = {"gated_deltanet"}  # decoders only: classified below
-    assert set(EXPORTS) | set(CANNOT) | causal_only == set(autoeff.list_attentions()), "classify the new family here"
-    assert causal_only <= set(DECODER_EXPORTS) | set(DECODER_CANNOT)
+    from autoeff.attention import get_attention
+
+    names = set(autoeff.list_attentions())
+    causal_only = {k for k in names if get_attention(k).causal_only}  # decoders only: classified below
+    assert set(EXPORTS) | causal_only == names, "classify the new family here"
+    causal = {k for k in names if get_attention(k).supports_causal}
+    assert causal == set(DECODER_EXPORTS) | set(DECODER_CANNOT), "classify the new causal family here"
 
 
 def _decoder(tmp_path, kind, opts):
@@ -87,10 +92,19 @@ def test_family_exports_and_onnxruntime_matches_pytorch(tmp_path, kind):
     assert any("stored at 8 bits" in n for n in report.notes)
 
 
-@pytest.mark.parametrize("kind", sorted(CANNOT))
-def test_family_that_cannot_export_says_so(tmp_path, kind):
-    cfg, ckpt = _trained(tmp_path, kind, CANNOT[kind], {})
-    with pytest.raises(ExportError) as e:
-        export_onnx(cfg, ckpt, str(tmp_path / "model.yaml"))
-    assert f"attention family '{kind}' cannot be exported to ONNX" in str(e.value)
-    assert not (tmp_path / "model.onnx").exists()
+def test_hybrid_of_the_traceable_families_exports(tmp_path):
+    """A hybrid (one family per layer) of the two families with an export-only formulation, at 4
+    bits (the fp32 file holds the dequantized weights), fp32 and int8 checked."""
+    cfg = parse_run_config({"model": {"width": 32, "heads": 2, "depth": 2, "dropout": 0.0},
+                            "attention": {"layers": [{"kind": "longformer", "longformer": {"window": 8}},
+                                                     {"kind": "reformer", "reformer": {"bucket_size": 8}}]},
+                            "tasks": [{"kind": "listops", "seq_len": 32, "min_len": 8, "max_depth": 3,
+                                       "n_train": 32, "n_val": 16, "n_test": 16}],
+                            "deploy": {"batch_size": 4}, "compress": {"bits": 4}})
+    from autoeff.compress import build_deployed
+
+    path = tmp_path / "hybrid.pt"
+    torch.save({"state_dict": build_deployed(cfg).state_dict()}, path)
+    report = export_onnx(cfg, str(path), str(tmp_path / "model.yaml"))
+    assert [f.precision for f in report.files] == ["fp32", "int8"]
+    assert all(f.ok for f in report.files), report.files
