@@ -15,12 +15,18 @@ Two files per task (a multi-task model gives one pair per task, ``<stem>.<task>.
   ``max |p_int8 - p| <= INT8_PROB``; the share of examples with the same predicted class is
   reported beside it.
 
+The exported module is the serving contract (``model/serving.py``): ``ServingModel(model,
+task)(x, mask) -> logits``, inputs named ``x`` and ``mask``, output ``logits``; a decoder's graph
+is its prefill pass (logits (B, N, vocab)).
+
 The exporter is ``torch.onnx.export(dynamo=True)`` (torch.export) at opset 18, at the
 deployment batch size and each task's sequence length (static shapes: Linformer and
-Synthesizer are built for one length). A family that torch.export cannot trace says so: on
-torch 2.13, Longformer's and Reformer's chunked window kernel (``attention/_window.py``) decides
-its blocking from tensor values (data-dependent control flow), and Reformer reads its hash seed
-with ``int(tensor)``.
+Synthesizer are built for one length). It traces inside ``export_mode`` (``attention/_traceable.py``):
+Longformer's and Reformer's fast window kernel (worker threads, blocking decided from values,
+``int(hash_seed)``) is replaced by a traceable formulation of the same attention; the reference
+outputs onnxruntime is compared with come from the fast kernels. A family that torch.export
+cannot trace or whose graph has an operator without ONNX translation says so (on torch 2.13:
+gated_deltanet's ``linalg_solve_triangular``).
 """
 from __future__ import annotations
 
