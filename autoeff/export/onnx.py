@@ -24,9 +24,11 @@ deployment batch size and each task's sequence length (static shapes: Linformer 
 Synthesizer are built for one length). It traces inside ``export_mode`` (``attention/_traceable.py``):
 Longformer's and Reformer's fast window kernel (worker threads, blocking decided from values,
 ``int(hash_seed)``) is replaced by a traceable formulation of the same attention; the reference
-outputs onnxruntime is compared with come from the fast kernels. A family that torch.export
-cannot trace or whose graph has an operator without ONNX translation says so (on torch 2.13:
-gated_deltanet's ``linalg_solve_triangular``).
+outputs onnxruntime is compared with come from the fast kernels. Before the ONNX translation the
+traced graph is rewritten (``_DECOMPOSITIONS``) where an operator has no translation:
+gated_deltanet's ``linalg_solve_triangular`` becomes fixed-step forward substitution
+(:func:`solve_triangular`), an ``amax`` over every dim lists its dims. A family that torch.export
+cannot trace or whose graph still has an untranslatable operator says so (:class:`ExportError`).
 """
 from __future__ import annotations
 
@@ -132,8 +134,36 @@ def _amax(x: torch.Tensor, dim=(), keepdim: bool = False) -> torch.Tensor:
     return x
 
 
+def solve_triangular(A: torch.Tensor, B: torch.Tensor, *, upper: bool, left: bool = True,
+                     unitriangular: bool = False) -> torch.Tensor:
+    """``torch.linalg.solve_triangular`` as forward substitution with a fixed number of steps
+    (the matrix size, static in an exported graph): row i of X = (B_i - A_i,<i X_<i) / A_ii.
+    aten.linalg_solve_triangular has no ONNX translation; this (gated_deltanet's chunkwise WY
+    form solves a unit lower-triangular C x C system per chunk) is what the graph computes."""
+    if not left:  # X A = B  <=>  A^T X^T = B^T
+        return solve_triangular(A.transpose(-1, -2), B.transpose(-1, -2), upper=not upper,
+                                unitriangular=unitriangular).transpose(-1, -2)
+    if upper:  # reverse the order of the unknowns: an upper system becomes a lower one
+        return solve_triangular(A.flip(-1, -2), B.flip(-2), upper=False, unitriangular=unitriangular).flip(-2)
+    n = A.shape[-1]
+    rows = []  # (..., 1, K) each
+    for i in range(n):
+        r = B[..., i:i + 1, :]
+        if i:
+            r = r - torch.matmul(A[..., i:i + 1, :i], torch.cat(rows, -2))  # (..., 1, K)
+        if not unitriangular:
+            r = r / A[..., i:i + 1, i:i + 1]
+        rows.append(r)
+    return torch.cat(rows, -2)  # (..., N, K)
+
+
+def _solve_triangular(A, B, upper, left=True, unitriangular=False):
+    return solve_triangular(A, B, upper=upper, left=left, unitriangular=unitriangular)
+
+
 #: rewrites applied to the traced graph before the ONNX translation
-_DECOMPOSITIONS = {torch.ops.aten.amax.default: _amax}
+_DECOMPOSITIONS = {torch.ops.aten.amax.default: _amax,
+                   torch.ops.aten.linalg_solve_triangular.default: _solve_triangular}
 
 
 def _export(module: nn.Module, x: torch.Tensor, mask: torch.Tensor, path: Path, family: str) -> None:
