@@ -81,6 +81,25 @@ def _signature(x, mask, logits):
     return ModelSignature(inputs=Schema([spec(x, "x"), spec(mask, "mask")]), outputs=Schema([spec(logits, "logits")]))
 
 
+def _save_input_example(client: MlflowClient, info, x, mask) -> None:
+    """The input example (x, mask) beside the logged model. MLflow's ``log_model`` saves none for
+    a model of several inputs (it takes a tuple of arrays to trace the pt2 graph, and saves
+    examples of named arrays only), so it is added to the logged model afterwards, as MLflow
+    writes it for named tensors (``input_example.json``, listed in the MLmodel file)."""
+    import tempfile
+
+    from mlflow.models import Model
+    from mlflow.models.utils import _save_example
+
+    if Model.load(info.model_uri).saved_input_example_info is not None:
+        return
+    meta = Model.load(info.model_uri)
+    with tempfile.TemporaryDirectory() as d:
+        _save_example(meta, {"x": x.numpy(), "mask": mask.numpy()}, d)
+        meta.save(str(Path(d) / "MLmodel"))
+        client.log_model_artifacts(info.model_id, d)
+
+
 def register_trial_model(space: Space, rec: TrialRecord, name: str, alias: str = "chosen") -> Registered:
     """Log ``rec``'s trained model with a signature and input example, register it as ``name``
     (a multi-task model: one registered model per task, see the module's docstring) and point
@@ -150,6 +169,7 @@ def register_trial_model(space: Space, rec: TrialRecord, name: str, alias: str =
                 info, fmt = log_any()
         else:  # a search run without MLflow: the model is logged on its own
             info, fmt = log_any()
+        _save_input_example(client, info, x, mask)
         version = str(info.registered_model_version)
         client.set_registered_model_alias(reg_name, alias, version)
         others = [f"'{s.name}' as {n}" for s, n in zip(specs, names) if n != reg_name]

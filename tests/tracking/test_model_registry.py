@@ -75,6 +75,9 @@ def test_multi_task_model_serves_every_task_from_the_registry(tmp_path):
         assert mv.tags["autoeff.task"] == spec.name and mv.tags["autoeff.serialization"] == "pt2"
         info = mlflow.models.get_model_info(r.model_uri)
         assert [i.name for i in info.signature.inputs.inputs] == ["x", "mask"]
+        assert info.saved_input_example_info is not None
+        example = mlflow.models.Model.load(r.model_uri).load_input_example()  # x and mask, named
+        assert sorted(example) == ["mask", "x"] and example["mask"].dtype == bool
         assert info.signature.inputs.inputs[0].shape == (-1, *example_inputs(spec, 1)[0].shape[1:])
         served = mlflow.pytorch.load_model(r.model_uri)
         x, mask = _padded(spec, batch=3, seed=1)  # another batch size than the input example's (2)
