@@ -129,19 +129,21 @@ def test_family_exports_and_onnxruntime_matches_pytorch(tmp_path, kind):
     assert any("stored at 8 bits" in n for n in report.notes)
 
 
-def test_hybrid_of_the_traceable_families_exports(tmp_path):
-    """A hybrid (one family per layer) of the two families with an export-only formulation, at 4
-    bits (the fp32 file holds the dequantized weights), fp32 and int8 checked."""
-    cfg = parse_run_config({"model": {"width": 32, "heads": 2, "depth": 2, "dropout": 0.0},
-                            "attention": {"layers": [{"kind": "longformer", "longformer": {"window": 8}},
-                                                     {"kind": "reformer", "reformer": {"bucket_size": 8}}]},
-                            "tasks": [{"kind": "listops", "seq_len": 32, "min_len": 8, "max_depth": 3,
-                                       "n_train": 32, "n_val": 16, "n_test": 16}],
+def test_hybrid_of_the_traceable_families_exports_at_deployment_length(tmp_path):
+    """A hybrid (one family per layer) of the two families with an export-only formulation, at a
+    deployment length (1024, padded examples) and 4 bits (the fp32 file holds the dequantized
+    weights): onnxruntime against the fast eager kernels, fp32 and int8."""
+    cfg = parse_run_config({"model": {"width": 16, "heads": 2, "depth": 2, "dropout": 0.0},
+                            "attention": {"layers": [
+                                {"kind": "longformer", "longformer": {"window": 64, "global_tokens": 1}},
+                                {"kind": "reformer", "reformer": {"bucket_size": 32, "n_hashes": 2}}]},
+                            "tasks": [{"kind": "listops", "seq_len": 1024, "min_len": 100, "max_depth": 10,
+                                       "n_train": 8, "n_val": 8, "n_test": 8}],
                             "deploy": {"batch_size": 4}, "compress": {"bits": 4}})
     from autoeff.compress import build_deployed
 
     path = tmp_path / "hybrid.pt"
     torch.save({"state_dict": build_deployed(cfg).state_dict()}, path)
-    report = export_onnx(cfg, str(path), str(tmp_path / "model.yaml"))
+    report = export_onnx(cfg, str(path), str(tmp_path / "model.yaml"), examples=8)
     assert [f.precision for f in report.files] == ["fp32", "int8"]
     assert all(f.ok for f in report.files), report.files
