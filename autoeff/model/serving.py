@@ -7,8 +7,8 @@
   an axis of 2 after B);
 * ``mask``: (B, N) bool (pairs: (B, 2, N)), True at real positions, False at padding; a caller
   without padding passes all True (``full_mask``);
-* returns the task's logits: (B, classes) for a classifier, (B, N, vocab) for a decoder (its
-  prefill pass).
+* returns the task's logits in fp32 (whatever precision the model computes in): (B, classes) for
+  a classifier, (B, N, vocab) for a decoder (its prefill pass).
 
 A multi-task model is served one task per module (one ONNX file and one registered model per
 task): each has its own input shape and head.
@@ -35,4 +35,4 @@ class ServingModel(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # x: (B, N) ids or (B, N, F) features (pairs: (B, 2, ...)); mask: (B, N) bool (pairs: (B, 2, N))
-        return self.model(x, mask, task=self.task)  # (B, classes) or (B, N, vocab)
+        return self.model(x, mask, task=self.task).float()  # (B, classes) or (B, N, vocab), fp32

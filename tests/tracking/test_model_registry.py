@@ -20,7 +20,9 @@ from autoeff.model import example_inputs  # noqa: E402
 from autoeff.search.record import TrialRecord  # noqa: E402
 
 
-def _space(tmp_path):
+def _space(tmp_path, monkeypatch=None):
+    if monkeypatch is not None:
+        monkeypatch.chdir(tmp_path)  # MLflow's default artifact root (./mlruns) of a sqlite store
     search = SimpleNamespace(mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="reg", study_name="reg",
                              storage=f"sqlite:///{tmp_path / 'autoeff.db'}")
     return SimpleNamespace(search=search, file=str(tmp_path / "space.yaml"), name="reg")
@@ -45,7 +47,7 @@ def _padded(spec, batch, seed):
     return x, mask
 
 
-def test_multi_task_model_serves_every_task_from_the_registry(tmp_path):
+def test_multi_task_model_serves_every_task_from_the_registry(tmp_path, monkeypatch):
     import mlflow
     import mlflow.pytorch
     from mlflow.tracking import MlflowClient
@@ -59,7 +61,7 @@ def test_multi_task_model_serves_every_task_from_the_registry(tmp_path):
                        "n_train": 16, "n_val": 16, "n_test": 16},
                       {"kind": "image", "image_size": 16, "input": "patches", "patch": 4, "min_scale": 0.35, "n_train": 16, "n_val": 16, "n_test": 16}]}
     cfg, model, rec = _record(tmp_path, data)
-    space = _space(tmp_path)
+    space = _space(tmp_path, monkeypatch)
     reg = register_trial_model(space, rec, "multi", "chosen")
     specs = [task_spec(t) for t in cfg.tasks]
     regs = [reg, *reg.also]
@@ -88,16 +90,18 @@ def test_multi_task_model_serves_every_task_from_the_registry(tmp_path):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
-def test_registered_graph_loads_without_autoeff(tmp_path):
+@pytest.mark.parametrize("bits", [32, 16])
+def test_registered_graph_loads_without_autoeff(tmp_path, monkeypatch, bits):
     """The pt2 model of a Reformer runs in a Python that cannot import autoeff."""
     from autoeff.tracking.model_registry import register_trial_model
 
     data = {"model": {"width": 32, "heads": 2, "depth": 1, "dropout": 0.0},
             "attention": {"kind": "reformer", "reformer": {"bucket_size": 8}},
             "tasks": [{"kind": "listops", "seq_len": 32, "min_len": 8, "max_depth": 3,
-                       "n_train": 16, "n_val": 16, "n_test": 16}]}
+                       "n_train": 16, "n_val": 16, "n_test": 16}],
+            "compress": {"bits": bits}}  # 16: a bf16 model serves fp32 logits
     cfg, model, rec = _record(tmp_path, data)
-    space = _space(tmp_path)
+    space = _space(tmp_path, monkeypatch)
     reg = register_trial_model(space, rec, "alone")
     assert reg.serialization == "pt2" and reg.also == []
     spec = task_spec(cfg.tasks[0])
@@ -119,11 +123,13 @@ def test_registered_graph_loads_without_autoeff(tmp_path):
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=300,
                        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ""})
     assert r.returncode == 0, r.stderr[-3000:]
+    got = torch.load(tmp_path / "out.pt")
+    assert got.dtype == torch.float32
     with torch.no_grad():
-        torch.testing.assert_close(torch.load(tmp_path / "out.pt"), model(x, mask), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(got, model(x, mask).float(), rtol=1e-4, atol=1e-5)
 
 
-def test_decoder_registers_its_prefill_pass(tmp_path):
+def test_decoder_registers_its_prefill_pass(tmp_path, monkeypatch):
     import mlflow
     import mlflow.pytorch
 
@@ -134,7 +140,7 @@ def test_decoder_registers_its_prefill_pass(tmp_path):
             "tasks": [{"kind": "mqar", "seq_len": 32, "n_pairs": 4, "vocab": 64,
                        "n_train": 16, "n_val": 16, "n_test": 16}]}
     cfg, model, rec = _record(tmp_path, data)
-    space = _space(tmp_path)
+    space = _space(tmp_path, monkeypatch)
     reg = register_trial_model(space, rec, "lm")
     assert reg.serialization == "pt2"
     mlflow.set_tracking_uri(space.search.mlflow_uri)
