@@ -14,9 +14,9 @@ out (its prefill pass).
 
 Each is saved as a ``torch.export`` graph (MLflow's "pt2": loads without autoeff, with a dynamic
 batch dimension), traced with the families' traceable formulations (``attention/_traceable.py``:
-Longformer and Reformer included), or, for an architecture that cannot be traced (e.g.
-gated_deltanet's triangular solve, should torch.export refuse it), as the pickled
-``ServingModel`` (autoeff must then be importable where it is loaded); the version's tag
+Longformer and Reformer included; every built-in family traces), or, for an architecture that
+cannot be traced (e.g. a plugin family), as the pickled ``ServingModel`` with the eager kernels
+(autoeff must then be importable where it is loaded); the version's tag
 ``autoeff.serialization`` says which.
 """
 from __future__ import annotations

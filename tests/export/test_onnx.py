@@ -1,5 +1,7 @@
-"""`autoeff export --onnx`: every family that torch.export can trace is written to ONNX and
-onnxruntime reproduces PyTorch within the stated tolerance; a family that cannot says so."""
+"""`autoeff export --onnx`: every family (Longformer and Reformer through their traceable
+formulations, attention/_traceable.py), hybrid and decoder prefill graph is written to ONNX and
+onnxruntime reproduces the eager PyTorch model within the stated tolerance; a graph that cannot
+be traced or translated says why."""
 from __future__ import annotations
 
 import pytest
