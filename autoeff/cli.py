@@ -189,9 +189,10 @@ def _cmd_export(a) -> int:
 
         space = load_space(a.space, a.overrides, check=False)
         reg = register_trial_model(space, rec, a.register, a.alias)
-        print(f"registered {reg.name} version {reg.version} (alias '{reg.alias}') from trial {rec.number}'s "
-              f"checkpoint in {space.search.mlflow_uri} ({reg.serialization})")
-        print(f"load it: mlflow.pytorch.load_model(\"{reg.model_uri}\")  # forward(x) -> logits")
+        for r in [reg, *reg.also]:  # a multi-task model: one registered model per task
+            print(f"registered {r.name} version {r.version} (alias '{r.alias}') from trial {rec.number}'s "
+                  f"checkpoint in {space.search.mlflow_uri} ({r.serialization}, task '{r.task}')")
+            print(f"load it: mlflow.pytorch.load_model(\"{r.model_uri}\")  # forward(x, mask) -> logits")
     if a.onnx is not None:
         return _export_onnx(rec, path, a.onnx)
     return 0

@@ -53,6 +53,7 @@ from torch import nn
 from . import register_attention
 from ._window import WindowSpec, needs_autograd, neg_value, window_attention
 from ._local import cached_local_step, local_attention
+from ._traceable import longformer_attention, masked_valid
 from .base import AttentionBase
 from .cache import LayerCache
 
@@ -134,9 +135,33 @@ class LongformerAttention(AttentionBase):
         rows = min(context, self._reach() + 1) + min(context, max(0, self.opts.global_tokens))
         return 2 * batch * self.heads * self.head_dim * rows * bytes_per_value
 
+    # ---- the traceable formulation (export: _traceable.py) ----------------------------
+    exporting = False  # set by attention._traceable.export_mode
+
+    def enter_export(self) -> None:
+        self.exporting = True
+
+    def exit_export(self) -> None:
+        self.__dict__.pop("exporting", None)
+
+    def _forward_traceable(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """The bidirectional attention of :meth:`forward` in a form torch.export traces."""
+        b, n, d = x.shape  # (B, N, D)
+        h, dh = self.heads, self.head_dim
+        dil = max(1, self.opts.dilation)
+        nd = -(-n // dil)
+        w2 = max(0, min(self.opts.window // 2, nd - 1))
+        q, k, v = self.qkv(x).view(b, n, 3, h, dh).unbind(2)  # 3 x (B, N, H, Dh)
+        y = longformer_attention(q, k, v, masked_valid(mask, b, n, x.device), w2=w2, c=_chunk_size(w2, nd),
+                                 dil=dil, g=max(0, min(self.opts.global_tokens, n)),
+                                 neg=neg_value(x.dtype))  # (B, N, H, Dh)
+        return self.out(y.reshape(b, n, d))  # (B, N, D)
+
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, causal: bool = False) -> torch.Tensor:
         if causal:
             return self._forward_causal(x, mask)
+        if self.exporting:
+            return self._forward_traceable(x, mask)
         b, n, d = x.shape  # (B, N, D)
         h, dh = self.heads, self.head_dim
         dil = max(1, self.opts.dilation)

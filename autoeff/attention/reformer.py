@@ -55,6 +55,7 @@ from torch import nn
 from . import register_attention
 from .base import AttentionBase
 from ._window import WindowSpec, needs_autograd, neg_value, window_attention
+from ._traceable import lsh_buckets, masked_valid, reformer_attention
 
 # hashing works on row blocks: rows * heads * rounds * buckets / 2 floats at most
 _HASH_BLOCK = 1 << 20
@@ -95,9 +96,38 @@ class ReformerAttention(AttentionBase):
         self.register_buffer("hash_seed", torch.randint(0, 2**62, ()), persistent=True)
         self._rot_cache: Dict[tuple, torch.Tensor] = {}
 
+    # ---- the traceable formulation (export: _traceable.py) ----------------------------
+    exporting = False  # set by attention._traceable.export_mode
+
+    def enter_export(self) -> None:
+        """The rotations at the layer's bucket count become a (non-persistent) buffer: tracing
+        cannot read ``hash_seed`` as a number, and the exported graph must hold the same ones."""
+        nb = lsh_geometry(self.max_len, self.opts.bucket_size, self.max_len)[0]
+        w = self.qkv.weight
+        self.register_buffer("_export_rot", self.rotations(nb, w.device, w.dtype).clone(), persistent=False)
+        self.exporting = True
+
+    def exit_export(self) -> None:
+        self.__dict__.pop("exporting", None)
+        self._buffers.pop("_export_rot", None)
+
+    def _forward_traceable(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """The bidirectional LSH attention of :meth:`forward` in a form torch.export traces."""
+        b, n, d = x.shape  # (B, N, D)
+        valid = masked_valid(mask, b, n, x.device)  # (B, N)
+        qk = F.linear(x, self.qkv.weight[:d], self.qkv.bias[:d])  # (B, N, D) shared queries/keys
+        v = F.linear(x, self.qkv.weight[d:], self.qkv.bias[d:])  # (B, N, D)
+        perm, c, _ = self.lsh_sort(qk, valid)  # (B, H, R, Np)
+        hs = (b, n, self.heads, self.head_dim)
+        y = reformer_attention(qk.view(hs), v.view(hs), perm, valid, c=c, neg=neg_value(x.dtype))  # (B, N, H, Dh)
+        return self.out(y.reshape(b, n, d))  # (B, N, D)
+
     # ---- hashing ----------------------------------------------------------------------
     def rotations(self, n_buckets: int, device, dtype) -> torch.Tensor:
         """Random rotations (H, Dh, n_hashes * n_buckets / 2), fixed by ``hash_seed``."""
+        rot = self._buffers.get("_export_rot") if self.exporting else None
+        if rot is not None and rot.shape[-1] == self.opts.n_hashes * (n_buckets // 2):
+            return rot.to(device=device, dtype=dtype)  # exporting: the buffer made by enter_export
         seed = int(self.hash_seed)
         key = (seed, n_buckets, self.opts.n_hashes, str(device), dtype)
         rot = self._rot_cache.get(key)
@@ -119,6 +149,8 @@ class ReformerAttention(AttentionBase):
             return torch.zeros(b, h, r, n, dtype=torch.long, device=qk.device)
         half = n_buckets // 2
         rot = self.rotations(n_buckets, qk.device, qk.dtype)  # (H, Dh, R * nb/2)
+        if self.exporting:  # one matmul, no loop over row blocks (a dynamic batch traces)
+            return lsh_buckets(qk, rot, h, r, n_buckets)  # (B, H, R, N)
         rows = qk.reshape(b * n, h, dh)  # (B*N, H, Dh)
         out = torch.empty(h, b * n, r, dtype=torch.long, device=qk.device)  # (H, B*N, R)
         step = max(1, _HASH_BLOCK // (h * r * half))
@@ -206,6 +238,8 @@ class ReformerAttention(AttentionBase):
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, causal: bool = False) -> torch.Tensor:
         if causal:
             return self._forward_causal(x, mask)
+        if self.exporting:
+            return self._forward_traceable(x, mask)
         b, n, d = x.shape  # (B, N, D)
         h, dh, R = self.heads, self.head_dim, self.opts.n_hashes
         fast = not needs_autograd(self, x)  # no graph to build: work in place

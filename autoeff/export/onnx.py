@@ -15,12 +15,20 @@ Two files per task (a multi-task model gives one pair per task, ``<stem>.<task>.
   ``max |p_int8 - p| <= INT8_PROB``; the share of examples with the same predicted class is
   reported beside it.
 
+The exported module is the serving contract (``model/serving.py``): ``ServingModel(model,
+task)(x, mask) -> logits``, inputs named ``x`` and ``mask``, output ``logits``; a decoder's graph
+is its prefill pass (logits (B, N, vocab)).
+
 The exporter is ``torch.onnx.export(dynamo=True)`` (torch.export) at opset 18, at the
 deployment batch size and each task's sequence length (static shapes: Linformer and
-Synthesizer are built for one length). A family that torch.export cannot trace says so: on
-torch 2.13, Longformer's and Reformer's chunked window kernel (``attention/_window.py``) decides
-its blocking from tensor values (data-dependent control flow), and Reformer reads its hash seed
-with ``int(tensor)``.
+Synthesizer are built for one length). It traces inside ``export_mode`` (``attention/_traceable.py``):
+Longformer's and Reformer's fast window kernel (worker threads, blocking decided from values,
+``int(hash_seed)``) is replaced by a traceable formulation of the same attention; the reference
+outputs onnxruntime is compared with come from the fast kernels. Before the ONNX translation the
+traced graph is rewritten (``_DECOMPOSITIONS``) where an operator has no translation:
+gated_deltanet's ``linalg_solve_triangular`` becomes fixed-step forward substitution
+(:func:`solve_triangular`), an ``amax`` over every dim lists its dims. A family that torch.export
+cannot trace or whose graph still has an untranslatable operator says so (:class:`ExportError`).
 """
 from __future__ import annotations
 
@@ -36,8 +44,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..attention._traceable import export_mode
 from ..compress import build_deployed
 from ..config import RunConfig, task_spec
+from ..model.serving import ServingModel
 
 FP32_ATOL, FP32_RTOL = 1e-4, 1e-3
 INT8_PROB = 0.05
@@ -63,15 +73,6 @@ class OnnxFile:
 class OnnxReport:
     files: List[OnnxFile] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
-
-
-class _OneTask(nn.Module):
-    def __init__(self, model: nn.Module, task: str):
-        super().__init__()
-        self.model, self.task = model, task
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.model(x, mask, self.task)  # (B, C)
 
 
 def fp32_copy(model: nn.Module) -> nn.Module:
@@ -124,10 +125,52 @@ def _quiet():
             lg.setLevel(lv)
 
 
+def _amax(x: torch.Tensor, dim=(), keepdim: bool = False) -> torch.Tensor:
+    """aten.amax as max over one dim at a time: its ONNX translation needs the dims listed, and a
+    ``t.amax()`` (every dim) has none."""
+    dims = sorted({d % max(1, x.dim()) for d in dim} if len(dim) else range(x.dim()), reverse=True)
+    for d in dims:
+        x = torch.ops.aten.max.dim(x, d, keepdim)[0]
+    return x
+
+
+def solve_triangular(A: torch.Tensor, B: torch.Tensor, *, upper: bool, left: bool = True,
+                     unitriangular: bool = False) -> torch.Tensor:
+    """``torch.linalg.solve_triangular`` as forward substitution with a fixed number of steps
+    (the matrix size, static in an exported graph): row i of X = (B_i - A_i,<i X_<i) / A_ii.
+    aten.linalg_solve_triangular has no ONNX translation; this (gated_deltanet's chunkwise WY
+    form solves a unit lower-triangular C x C system per chunk) is what the graph computes."""
+    if not left:  # X A = B  <=>  A^T X^T = B^T
+        return solve_triangular(A.transpose(-1, -2), B.transpose(-1, -2), upper=not upper,
+                                unitriangular=unitriangular).transpose(-1, -2)
+    if upper:  # reverse the order of the unknowns: an upper system becomes a lower one
+        return solve_triangular(A.flip(-1, -2), B.flip(-2), upper=False, unitriangular=unitriangular).flip(-2)
+    n = A.shape[-1]
+    rows = []  # (..., 1, K) each
+    for i in range(n):
+        r = B[..., i:i + 1, :]
+        if i:
+            r = r - torch.matmul(A[..., i:i + 1, :i], torch.cat(rows, -2))  # (..., 1, K)
+        if not unitriangular:
+            r = r / A[..., i:i + 1, i:i + 1]
+        rows.append(r)
+    return torch.cat(rows, -2)  # (..., N, K)
+
+
+def _solve_triangular(A, B, upper, left=True, unitriangular=False):
+    return solve_triangular(A, B, upper=upper, left=left, unitriangular=unitriangular)
+
+
+#: rewrites applied to the traced graph before the ONNX translation
+_DECOMPOSITIONS = {torch.ops.aten.amax.default: _amax,
+                   torch.ops.aten.linalg_solve_triangular.default: _solve_triangular}
+
+
 def _export(module: nn.Module, x: torch.Tensor, mask: torch.Tensor, path: Path, family: str) -> None:
     try:
-        with _quiet():
+        with _quiet(), export_mode(module):  # the families' traceable formulations
             program = torch.export.export(module, (x, mask), strict=False)
+            program = program.run_decompositions(_DECOMPOSITIONS)
     except Exception as e:  # torch.export could not trace the family
         raise ExportError(f"attention family '{family}' cannot be exported to ONNX on torch {torch.__version__}: "
                           f"torch.export could not trace it ({_cause(e)})") from None
@@ -174,7 +217,7 @@ def export_onnx(cfg: RunConfig, checkpoint: str, out: str, *, int8: bool = True,
     for i, t in enumerate(cfg.tasks):
         stem = out_p.with_suffix("") if len(cfg.tasks) == 1 else out_p.with_suffix("").with_name(f"{out_p.stem}.{t.name}")
         spec = task_spec(t)
-        wrapped = _OneTask(model, spec.name).eval()
+        wrapped = ServingModel(model, spec.name).eval()  # the serving contract: (x, mask) -> logits
         x, mask = _examples(cfg, i, max(examples, batch))
         x, mask = x[: (x.shape[0] // batch) * batch], mask[: (x.shape[0] // batch) * batch]
         fp32_path = stem.with_suffix(".onnx")
