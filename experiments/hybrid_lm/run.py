@@ -123,7 +123,10 @@ def train_one(name, placement, config, args, out, pair_counts):
     cfg = load_config(config)
     t0 = time.time()
     run_dir = out / "runs" / _stem(name)
-    metrics = autoeff.train(cfg, run_dir, log=lambda s: print(f"    {s}", flush=True) if args.verbose else None)
+    if (run_dir / "metrics.json").exists() and (run_dir / "model.pt").exists() and not args.quick:
+        metrics = json.loads((run_dir / "metrics.json").read_text())  # trained before: delete runs/<name> to retrain
+    else:
+        metrics = autoeff.train(cfg, run_dir, log=lambda s: print(f"    {s}", flush=True) if args.verbose else None)
     model = create_model(cfg, deployed=True, checkpoint=run_dir / "model.pt").eval()
     lm = next(t.name for t in cfg.tasks if t.kind == "lm_text")
     mq = next(t for t in cfg.tasks if t.kind == "mqar")
@@ -222,7 +225,7 @@ def main(argv=None):
     ap.add_argument("--space", default=str(REPO / "search_spaces" / "lm.yaml"))
     ap.add_argument("--out", default=str(REPO / "experiments" / "hybrid_lm"))
     ap.add_argument("--study-storage", default="", help="the lm.yaml search's Optuna storage (its best is compared)")
-    ap.add_argument("--pairs", type=int, nargs="+", default=[4, 8, 16])
+    ap.add_argument("--pairs", type=int, nargs="+", default=[4, 8, 12])
     ap.add_argument("--contexts", type=int, nargs="+", default=[2048, 8192, 16384])
     ap.add_argument("--only", nargs="*", default=None, help="names of the placements to run")
     ap.add_argument("--phase", choices=("all", "train", "measure"), default="all",
