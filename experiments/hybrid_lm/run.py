@@ -2,9 +2,9 @@
 search's best, at equal training budget on the same data.
 
 Every model is the decoder of ``search_spaces/lm.yaml`` (4 layers, width 64, 4 heads), trained by
-the library's own path (``autoeff.train``) with the space's ``train`` section, on its two tasks
+the library's own path (``autoeff.train``) with the space's ``train`` section but ``--steps`` steps (240; a search trial gets 160), on its two tasks
 (byte-level LM on the Python standard library, MQAR with 8 pairs, both 1,024 tokens), for exactly
-``train.max_steps`` steps (the search's wall-clock cap is dropped so that no model is cut by a
+that many steps (the search's wall-clock cap is dropped so that no model is cut by a
 loaded machine). Then, for each model:
 
 - ``bpb`` (validation and test) and next-byte accuracy on the LM task;
@@ -65,10 +65,10 @@ def layers_of(placement: str):
     return out
 
 
-def base_config(space, quick: bool):
+def base_config(space, quick: bool, steps: int):
     base = copy.deepcopy(space.base)
     base.pop("reference", None)
-    base["train"] = {**base.get("train", {}), "max_time_s": 0}  # equal steps for every model
+    base["train"] = {**base.get("train", {}), "max_steps": steps, "max_time_s": 0}  # equal steps for every model
     if quick:
         for t in base["tasks"]:
             t.update(seq_len=128, n_train=64, n_val=8, n_test=8)
@@ -225,6 +225,8 @@ def main(argv=None):
     ap.add_argument("--space", default=str(REPO / "search_spaces" / "lm.yaml"))
     ap.add_argument("--out", default=str(REPO / "experiments" / "hybrid_lm"))
     ap.add_argument("--study-storage", default="", help="the lm.yaml search's Optuna storage (its best is compared)")
+    ap.add_argument("--steps", type=int, default=240,
+                    help="training steps of every model (1.5x a search trial's 160: the models are compared, not searched)")
     ap.add_argument("--pairs", type=int, nargs="+", default=[4, 8, 12])
     ap.add_argument("--contexts", type=int, nargs="+", default=[2048, 8192, 16384])
     ap.add_argument("--only", nargs="*", default=None, help="names of the placements to run")
@@ -236,7 +238,7 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     space = load_space(args.space)
-    base = base_config(space, args.quick)
+    base = base_config(space, args.quick, args.steps)
     pairs = [2, 4] if args.quick else args.pairs
     contexts = [256, 512] if args.quick else args.contexts
     models = [(n, p, {**copy.deepcopy(base), "attention": {"layers": layers_of(p)}}) for n, p in PLACEMENTS.items()]
