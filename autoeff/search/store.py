@@ -49,7 +49,7 @@ from ..errors import ConfigError
 from ..isolation import gate
 from .locks import study_lock
 from .multifidelity import decide
-from .record import TrialRecord
+from .record import DUPLICATE, TrialRecord
 from .space import Space, flatten
 from .stores import sqlite_path
 from .strategy import ANSWERED
@@ -283,7 +283,7 @@ class StudyStore:
                 if ft.system_attrs.get(CLAIMED) and (not worker or alive(worker)):
                     running += 1
                 continue
-            dup = (ft.user_attrs.get(RECORD) or {}).get("status") == "duplicate"
+            dup = (ft.user_attrs.get(RECORD) or {}).get("status") == DUPLICATE
             if not ft.system_attrs.get(INTERRUPTED) and not dup:
                 done += 1
         return done, running
@@ -365,7 +365,7 @@ class StudyStore:
     def tell_duplicate(self, trial: optuna.Trial, twin: optuna.trial.FrozenTrial, params: Dict[str, Any]) -> None:
         """Answer a re-proposal from its twin: status ``duplicate``, the twin's values (PRUNED
         without values for a twin stopped early); not counted towards ``n_trials``."""
-        rec = TrialRecord(number=trial.number, status="duplicate", params=params,
+        rec = TrialRecord(number=trial.number, status=DUPLICATE, params=params,
                           values=list(twin.values) if twin.values is not None else None,  # a pruned twin has none
                           violations=list((twin.user_attrs.get(RECORD) or {}).get("violations", [])),
                           reason=f"same candidate as trial {twin.number}")
@@ -454,7 +454,7 @@ class StudyRungJudge:
         for ft in self.storage.get_all_trials(self.study_id, deepcopy=False):
             if ft.number == self.number or key not in ft.user_attrs or ft.system_attrs.get(INTERRUPTED):
                 continue
-            if (ft.user_attrs.get(RECORD) or {}).get("status") == "duplicate":
+            if (ft.user_attrs.get(RECORD) or {}).get("status") == DUPLICATE:
                 continue
             recorded.append(ft.user_attrs[key])
         d = decide(point, recorded, self.directions, self.eta, self.seed_column)
@@ -474,7 +474,7 @@ def study_records(study: optuna.Study) -> List[TrialRecord]:
     out = []
     for ft in study.get_trials(deepcopy=False):
         raw = ft.user_attrs.get(RECORD)
-        if raw and raw.get("status") == "duplicate":
+        if raw and raw.get("status") == DUPLICATE:
             continue  # a re-proposal answered from its twin: not a trial of its own
         if raw:
             rec = TrialRecord.from_json(raw)
