@@ -160,8 +160,8 @@ class StudyStore:
         self.space = space
         s = space.search
         _sqlite_dir(s.storage)
-        self.storage = optuna.storages.RDBStorage(s.storage)
-        with study_lock(s.storage, s.study_name):  # several workers may create it at once
+        with study_lock(s.storage, s.study_name):  # several workers may create the tables and the study at once
+            self.storage = optuna.storages.RDBStorage(s.storage)
             self.study = optuna.create_study(study_name=s.study_name, storage=self.storage,
                                              directions=space.directions, sampler=self._sampler(),
                                              load_if_exists=True)
