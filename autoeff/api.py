@@ -27,7 +27,8 @@ from .config import RunConfig, TaskSpec, load_config as _load_config_file, parse
 from .errors import ConfigError
 from .isolation import gate
 from .search.record import TrialRecord
-from .search.runner import Progress, SearchResult, front_of, hypervolume_history, summarize
+from .search.front import SearchResult, front_of, hypervolume_history, summarize
+from .search.progress import Progress
 from .search.space import Space, load_space as _load_space
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -112,21 +113,22 @@ def run_search(space: SpaceLike, overrides: Sequence[str] = (), *, quiet: bool =
     """Run (or resume) the search a space file describes (``autoeff search --space F k=v ...``):
     every trial built, measured, trained and recorded (Optuna or Ray, MLflow unless
     ``track=False``); returns the :class:`StudyResult`. Progress goes to stderr (``quiet``: none)."""
-    from .search.backends import make_backend
+    from .search.presenters import DashboardNote
+    from .search.schedulers import make_scheduler
 
     with gate().work():  # starting up (imports, stores) is work: no trial on this machine measures meanwhile
         space = _space(space, overrides, check=True)
-        backend = make_backend(space)
-        callbacks = []
+        scheduler = make_scheduler(space)
+        progress = Progress(space.search.n_trials, quiet=quiet, space=space)
+        presenters = [progress, DashboardNote(scheduler.store.save_note)]
         if track:
             from .tracking import MLflowTracker
 
-            with backend.exclusive():  # several workers starting at once must not create the store twice
-                callbacks.append(MLflowTracker(space.search.mlflow_uri, space.search.experiment,
-                                               space.search.artifacts))
-    progress = Progress(space.search.n_trials, quiet=quiet, space=space)
+            with scheduler.exclusive():  # several workers starting at once must not create the store twice
+                presenters.append(MLflowTracker(space.search.mlflow_uri, space.search.experiment,
+                                                space.search.artifacts))
     try:
-        return _study_result(backend.run(callbacks, progress))
+        return _study_result(scheduler.run(presenters))
     finally:
         progress.close()
 
@@ -135,7 +137,7 @@ def load_study(space: SpaceLike, overrides: Sequence[str] = ()) -> StudyResult:
     """The stored search of a space, read-only (what ``autoeff pareto`` and ``autoeff report``
     read): finished and running trials, the front, the summary. Works while the search runs.
     Imports neither torch nor MLflow."""
-    from .search.backends import load_records
+    from .search.store import load_records
 
     space = _space(space, overrides, check=False)
     records = load_records(space)

@@ -14,7 +14,11 @@ from ..metrics import Condition, get as metric_def, unmet
 #: statuses a record can have; only ``complete`` trials can enter a front. ``pruned``: stopped
 #: early by a multi-fidelity rule (its reason says at which rung and why)
 #: ``proxy``: a one-shot candidate scored by inherited supernet weights (``proxy_accuracy``)
-STATUSES = ("running", "complete", "infeasible", "failed", "interrupted", "pruned", "proxy")
+#: ``duplicate``: a sampler's re-proposal of a tried candidate, answered from its twin's figures
+#: (its reason names the twin); kept in the study only: never counted towards ``n_trials``, never
+#: listed as a trial of its own (records, tables, MLflow, the progress display leave it out)
+STATUSES = ("running", "complete", "infeasible", "failed", "interrupted", "pruned", "proxy", "duplicate")
+DUPLICATE = "duplicate"
 
 
 class _Named(Protocol):

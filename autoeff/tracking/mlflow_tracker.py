@@ -40,7 +40,8 @@ from mlflow.tracking import MlflowClient
 
 from ..metrics import get as metric_def, names as metric_names
 from ..search.record import TrialRecord
-from ..search.runner import SearchCallback, hypervolume_history
+from ..search.front import hypervolume_history
+from ..search.presenters import Presenter
 from ..search.space import Space, flatten
 from .plots import front_figure, html_page, interactive_figures
 from .tables import (arch_summary, front_rows, glossary_markdown, placement_label, run_name, to_csv, to_table_json,
@@ -187,7 +188,7 @@ def ui_link(tracking_uri: str, experiment: str, address: str = UI_ADDRESS) -> Op
             f"?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}")
 
 
-class MLflowTracker(SearchCallback):
+class MLflowTracker(Presenter):
     def __init__(self, tracking_uri: str, experiment: str, artifacts: str = "mlartifacts"):
         _sqlite_parent(tracking_uri)
         self.uri = tracking_uri
@@ -348,7 +349,7 @@ class MLflowTracker(SearchCallback):
                 self._log_record(run.info.run_id, rec)
             self.trial_runs[rec.number] = (run.info.run_id if run else self.trial_runs[rec.number])
 
-    def on_trial_start(self, number: int, params: Mapping[str, Any]) -> None:
+    def on_trial_start(self, number: int, params: Mapping[str, Any], *, done: int = 0, what: str = "") -> None:
         self._new_trial_run(number, params)
 
     def on_trial_end(self, rec: TrialRecord) -> None:

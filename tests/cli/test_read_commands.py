@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from autoeff.cli import main
-from autoeff.search.backends.optuna_backend import RECORD
+from autoeff.search.store import RECORD
 from autoeff.search.record import TrialRecord
 
 

@@ -32,7 +32,7 @@ def test_early_stopping_prunes_records_and_explains(tmp_path, repo):
         assert not r.checkpoint and not r.pareto
     for r in complete:
         assert r.metrics["rung_steps.1"] == 4 and r.metrics["rung_steps.2"] == 8 and r.metrics["train_steps"] == 12
-        assert 0 <= r.metrics["rung_accuracy.2"] <= 1 and "accuracy" in r.metrics
+        assert "accuracy" in r.metrics
     assert {r.number for r in res.front} <= {r.number for r in complete}
     first = min(res.records, key=lambda r: r.number)
     assert first.status == "complete"  # the first trial at every rung goes on
@@ -47,6 +47,14 @@ def test_early_stopping_prunes_records_and_explains(tmp_path, repo):
         assert t.user_attrs[f"autoeff.rung.{int(r.metrics['stopped_at_rung'])}"][0] == r.metrics[
             f"rung_accuracy.{int(r.metrics['stopped_at_rung'])}"]
     assert all(states[r.number].state == optuna.trial.TrialState.COMPLETE for r in complete)
+    for r in complete:  # a trial that went on recorded, at each rung, the point the judge compared
+        for k in (1, 2):
+            point = states[r.number].user_attrs[f"autoeff.rung.{k}"]
+            assert point[0] == pytest.approx(r.metrics[f"rung_accuracy.{k}"], abs=1e-12)
+            assert 0.0 <= point[0] <= 1.0
+            earlier = [t.user_attrs[f"autoeff.rung.{k}"][0] for n, t in states.items()
+                       if n < r.number and f"autoeff.rung.{k}" in t.user_attrs]
+            assert all(point[0] >= e for e in earlier)  # eta = 100: only the best so far goes on
 
     from autoeff.tracking import read_search
 
@@ -68,18 +76,19 @@ def test_a_reproposed_stopped_candidate_is_answered_as_stopped(tmp_path, repo):
     twin (PRUNED, no values, not counted), never a crash on the twin's missing values."""
     from optuna.trial import TrialState
 
-    from autoeff.search.backends.optuna_backend import RECORD, OptunaBackend
     from autoeff.search.space import load_space
+    from autoeff.search.store import RECORD, StudyStore
 
     ov = overrides(tmp_path, "search.early_stopping={rungs: [0.34, 0.67], eta: 100}")
     run_search(str(repo / "search_spaces" / "smoke.yaml"), ov, quiet=True, track=False)
-    backend = OptunaBackend(load_space(repo / "search_spaces" / "smoke.yaml", ov))
-    twin = next(t for t in backend.study.trials if t.state == TrialState.PRUNED)
+    store = StudyStore(load_space(repo / "search_spaces" / "smoke.yaml", ov))
+    twin = next(t for t in store.study.trials if t.state == TrialState.PRUNED)
     params = twin.user_attrs[RECORD]["params"]
-    assert backend._twin(params).number == twin.number
-    done = backend._done()
-    trial = backend.study.ask()
-    backend._tell_duplicate(trial, twin, params)
-    answered = backend.study.trials[trial.number]
+    assert store.twin(params).number == twin.number
+    done = store.done()
+    trial = store.study.ask()
+    store.tell_duplicate(trial, twin, params)
+    answered = store.study.trials[trial.number]
     assert answered.state == TrialState.PRUNED and answered.values is None
-    assert answered.user_attrs[RECORD]["status"] == "duplicate" and backend._done() == done
+    assert answered.user_attrs[RECORD]["status"] == "duplicate" and store.done() == done
+    assert trial.number not in {r.number for r in store.records()}  # a re-proposal is no trial of its own

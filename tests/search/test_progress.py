@@ -4,7 +4,7 @@ import io
 import pytest
 
 from autoeff.search.record import TrialRecord
-from autoeff.search.runner import Progress
+from autoeff.search.progress import Progress
 from autoeff.search.space import load_space
 
 

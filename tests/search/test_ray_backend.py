@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from autoeff.search.backends._reaper import end_processes_using, processes_using
+from autoeff.search.schedulers._reaper import end_processes_using, processes_using
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]

@@ -39,23 +39,32 @@ class _Clock:
 
 
 def test_ray_searcher_starts_no_trial_after_timeout(tmp_path, repo, monkeypatch):
-    import autoeff.search.backends.optuna_backend as ob
-    import autoeff.search.backends.ray_backend as rb
-    from autoeff.search.runner import Progress
+    import autoeff.search.schedulers.base as base
+    import autoeff.search.schedulers.ray_tune as rb
+    from autoeff.search.presenters import Presenter, Presenters
+    from autoeff.search.schedulers import make_scheduler
     from autoeff.search.space import load_space
     from ray.tune.search import Searcher
 
     clock = _Clock()
-    monkeypatch.setattr(rb.time, "monotonic", clock)  # one time module: the backends' clock is this one
-    assert ob.time.monotonic is clock
+    monkeypatch.setattr(rb.time, "monotonic", clock)  # one time module: the schedulers' clock is this one
+    assert base.time.monotonic is clock
     space = load_space(repo / "search_spaces" / "smoke.yaml",
                        ["search.backend=ray", "search.n_trials=10", "search.timeout_s=60",
                         f"search.storage=sqlite:///{tmp_path}/study.db", f"search.artifacts={tmp_path}/art"])
-    backend = rb.RayBackend(space)
+    scheduler = make_scheduler(space)
+    assert isinstance(scheduler, rb.RayScheduler)
     said = []
-    progress = Progress(10, quiet=True)
-    progress.__class__ = type("Said", (Progress,), {"__call__": lambda self, msg: said.append(msg)})
-    searcher = rb._searcher_class()(backend, [], progress)
+    started = []
+
+    class Said(Presenter):
+        def on_message(self, msg):
+            said.append(msg)
+
+        def on_trial_start(self, number, params, *, done=0, what=""):
+            started.append((number, done))
+
+    searcher = rb._searcher_class()(scheduler, Presenters([Said()]))
     first = searcher.suggest("a")
     assert isinstance(first, dict) and first["number"] == 0  # inside the budget: a trial starts
     clock.t += 59.0
@@ -65,3 +74,4 @@ def test_ray_searcher_starts_no_trial_after_timeout(tmp_path, repo, monkeypatch)
     assert searcher.suggest("d") == Searcher.FINISHED
     assert len(searcher.pending) == 2  # the running trials still finish (on_trial_complete tells them)
     assert sum("search.timeout_s = 60 s reached" in m for m in said) == 1
+    assert started == [(0, 0), (1, 0)]  # the presenters were told, with the study's finished count

@@ -1,21 +1,22 @@
-"""Ray Tune backend: the same space, study, trial and MLflow structure, on one machine or a cluster.
+"""The Ray Tune scheduler (``search.backend: ray``): the same space, study store, trial and
+presenters as the in-process scheduler, on one machine or a cluster.
 
 How it maps onto Tune, and the traps it handles:
 
 - **The searcher is the Optuna study.** ``_StudySearcher`` (a Tune ``Searcher``) claims each
-  trial from the same multi-objective study, with the same sampler and seed, through the Optuna
-  backend's ``claim``/``tell`` (twins of tried candidates, constraints, PRUNED for early-stopped
-  trials, interrupted trials re-run). Tune's own ``OptunaSearch`` is not used: it tells Optuna
+  trial from the same multi-objective study, with the same sampler and seed, through the study
+  store's ``claim``/``tell`` (:class:`autoeff.search.store.StudyStore`: twins of tried
+  candidates, constraints, PRUNED for early-stopped trials, interrupted trials re-run). Tune's own ``OptunaSearch`` is not used: it tells Optuna
   without constraints, turns a trial without values into PRUNED, keeps its own copy of the study
   in Tune's checkpoints, and knows nothing of re-proposals or the claim lock that keeps several
   workers to exactly ``n_trials``. The objective names and directions go to the searcher
   (``metric``/``mode`` lists), never to ``TuneConfig``, which would make the search single-objective.
 - **One report per trial.** The trainable calls :func:`autoeff.search.objective.run_trial` (the
-  function the Optuna backend calls) and reports once, at the end: the record as JSON plus every
+  function the in-process scheduler's strategy calls) and reports once, at the end: the record as JSON plus every
   objective (NaN where a failed or pruned trial has none), so Tune's strict metric checking is
   satisfied without switching it off. Rung decisions do not go through Tune (its schedulers
   assume one metric and stop a trial from outside, leaving partial values): the trial asks the
-  study's rung judge itself (:class:`.optuna_backend.StudyRungJudge`, over the worker's own
+  study's rung judge itself (:class:`autoeff.search.store.StudyRungJudge`, over the worker's own
   connection to the storage) and records itself ``pruned``; the driver tells Optuna PRUNED.
 - **Resources from the space file**: ``search.ray.cpus_per_trial`` / ``gpus_per_trial`` plus the
   custom resources in ``deploy.resources`` (pin measurements to one kind of node); each trial pins
@@ -35,13 +36,13 @@ How it maps onto Tune, and the traps it handles:
   measured by a Ray task with a trial's resources (the candidates' protocol, on a worker of the
   kind trials run on), as is the front's re-measurement on a cluster.
 - ``search.timeout_s``: the searcher starts no trial after it (running ones finish), as in the
-  Optuna loop.
+  in-process loop.
 - **Resume**: re-run the same command. The Optuna study is the one source of truth: finished
   trials are kept, the killed driver's running trials are marked interrupted and run again.
   ``Tuner.restore`` is not used: it would replay Tune's own snapshot of the experiment, which
   lags the study (it is written every few seconds, the study at every tell), so a restored run
   could re-run trials the study already has or resurrect ones the study already failed, and it
-  cannot serve several drivers or an Optuna-backend worker on the same study.
+  cannot serve several drivers or an in-process worker on the same study.
 """
 from __future__ import annotations
 
@@ -54,13 +55,16 @@ import signal
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from ...isolation import gate
+from ..front import SearchResult
+from ..presenters import Presenter, Presenters
 from ..record import TrialRecord
-from ..runner import Progress, SearchCallback, SearchResult
 from ..space import Space
-from .optuna_backend import CLAIM_POLL_S, OptunaBackend, StudyRungJudge
+from ..store import StudyRungJudge, StudyStore, open_storage
+from ..strategy_base import Strategy
+from .base import CLAIM_POLL_S, Scheduler
 
 RECORD_KEY = "autoeff_record"
 PROBE_TIMEOUT_S = 10.0  # a Ray address that does not accept a TCP connection within this is refused
@@ -92,10 +96,8 @@ _STORAGES: Dict[str, Any] = {}
 
 
 def _worker_storage(url: str):
-    import optuna
-
     if url not in _STORAGES:
-        _STORAGES[url] = optuna.storages.RDBStorage(url, skip_compatibility_check=True, skip_table_creation=True)
+        _STORAGES[url] = open_storage(url)
     return _STORAGES[url]
 
 
@@ -162,40 +164,38 @@ def _searcher_class():
     class _StudySearcher(Searcher):
         """Tune's searcher over the Optuna study (see the module docstring)."""
 
-        def __init__(self, backend: "RayBackend", callbacks: Sequence[SearchCallback], progress: Progress):
-            space = backend.space
+        def __init__(self, scheduler: "RayScheduler", presenters: Presenters):
+            space = scheduler.space
             super().__init__(metric=list(space.objective_names),
                              mode=["max" if d == "maximize" else "min" for d in space.directions])
-            self.backend, self.callbacks, self.progress = backend, list(callbacks), progress
+            self.scheduler, self.presenters = scheduler, presenters
             self.pending: Dict[str, Any] = {}  # Tune trial id -> (optuna trial, started at)
             self._next_poll = 0.0
             self.started = time.monotonic()  # search.timeout_s counts from here (as the Optuna loop's)
 
         def suggest(self, trial_id: str):
-            b = self.backend
+            store, out = self.scheduler.store, self.presenters
             while True:
-                if b.timeout_reached(self.started, self.progress):  # no new trials; running ones finish
+                if self.scheduler.timeout_reached(self.started, out):  # no new trials; running ones finish
                     return Searcher.FINISHED
                 if time.monotonic() < self._next_poll:
                     return None
-                trial, params, rec, why = b.claim(self.progress)
+                trial, params, rec, why = store.claim(out)
                 if trial is None:
                     if why == "claimed":
                         mine = len(self.pending)
-                        if mine and mine >= b._count()[1]:
+                        if mine and mine >= store.count()[1]:
                             return Searcher.FINISHED  # every claimed trial left is one of ours
                         self._next_poll = time.monotonic() + CLAIM_POLL_S  # other workers hold the rest
                         return None
                     return Searcher.FINISHED
                 with gate().work():
-                    self.progress.trial_start(b._done(), trial.number, params)
-                    for cb in self.callbacks:
-                        cb.on_trial_start(trial.number, params)
+                    out.on_trial_start(trial.number, params, done=store.done())
                 if rec is not None:  # sampling failed: nothing to run
-                    self._finish(trial, rec, time.perf_counter())
+                    self.finish_trial(trial, rec, time.perf_counter())
                     continue
                 self.pending[trial_id] = (trial, time.perf_counter())
-                return {"number": trial.number, "trial_id": trial._trial_id, "study_id": b.study._study_id,
+                return {"number": trial.number, "trial_id": store.trial_id(trial.number), "study_id": store.study_id,
                         "params": params}
 
         def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None, error: bool = False) -> None:
@@ -210,15 +210,14 @@ def _searcher_class():
                                   reason="the Ray worker running this trial failed before reporting (killed, out of "
                                          "memory, or its node was lost); see the Ray logs"
                                          + (" [Tune reported an error]" if error else ""))
-            self._finish(trial, rec, t0)
+            self.finish_trial(trial, rec, t0)
 
-        def _finish(self, trial, rec: TrialRecord, t0: float) -> None:
+        def finish_trial(self, trial, rec: TrialRecord, t0: float) -> None:
+            """Tell the study and the presenters that a trial finished (started at ``t0``)."""
             rec.metrics["trial_wall_s"] = time.perf_counter() - t0
             with gate().work():  # bookkeeping is work too: no trial on this machine measures meanwhile
-                self.backend._tell(trial, rec)
-                self.progress.trial_end(rec)
-                for cb in self.callbacks:
-                    cb.on_trial_end(rec)
+                self.scheduler.store.tell(trial, rec)
+                self.presenters.on_trial_end(rec)
 
         def __getstate__(self):  # Tune pickles its config (tuner.pkl); the study is the state, not this
             return {"metric": self._metric, "mode": self._mode}
@@ -236,14 +235,14 @@ def _searcher_class():
     return _StudySearcher
 
 
-class RayBackend(OptunaBackend):
+class RayScheduler(Scheduler):
     """Runs the study's trials as Ray Tune trials (see the module docstring)."""
 
     name = "ray"
 
-    def __init__(self, space: Space):
-        super().__init__(space)
-        s = space.search
+    def __init__(self, store: StudyStore, strategy: Strategy):
+        super().__init__(store, strategy)
+        s = self.space.search
         self.worker_storage = _abs_sqlite(s.storage)
         self.artifacts = str(Path(s.artifacts).expanduser().resolve() / s.study_name)
         self._session_dir = ""
@@ -277,8 +276,9 @@ class RayBackend(OptunaBackend):
         else:
             tmp = _temp_dir(self.space)
             Path(tmp).mkdir(parents=True, exist_ok=True)
-            ray.init(num_cpus=r.num_cpus or None, object_store_memory=r.object_store_mb * 2**20, _temp_dir=tmp, **kw)
-            self._start_reaper()
+            ctx = ray.init(num_cpus=r.num_cpus or None, object_store_memory=r.object_store_mb * 2**20,
+                           _temp_dir=tmp, **kw)
+            self._start_reaper(ctx.address_info["session_dir"])
             log(f"started a local Ray instance ({int(ray.cluster_resources().get('CPU', 0))} CPUs, "
                 f"session folder {self._session_dir})")
         return True
@@ -305,14 +305,13 @@ class RayBackend(OptunaBackend):
             "(on that machine), or leave out --ray-address / search.ray.address for a local Ray instance",
             file=self.space.file, key="search.ray.address", value=address, has_value=True)
 
-    def _start_reaper(self) -> None:
-        """A watcher that ends this instance's processes if the driver dies (see ``_reaper``)."""
+    def _start_reaper(self, session_dir: str) -> None:
+        """A watcher that ends this instance's processes if the driver dies (see ``_reaper``);
+        ``session_dir``: the instance's session folder (``ray.init(...).address_info``)."""
         import subprocess
         import sys
 
-        import ray
-
-        self._session_dir = ray._private.worker._global_node.get_session_dir_path()
+        self._session_dir = session_dir
         read_end, self._reaper_pipe = os.pipe()
         try:
             self._reaper = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_reaper.py")), self._session_dir,
@@ -357,25 +356,22 @@ class RayBackend(OptunaBackend):
         fits = [int(total.get(k, 0.0) // v) for k, v in res.items() if v > 0]
         return max(1, min(fits) if fits else 1)
 
-    def run(self, callbacks: Sequence[SearchCallback] = (), progress: Optional[Progress] = None) -> SearchResult:
+    def run(self, presenters: Optional[Sequence[Presenter]] = None) -> SearchResult:
         os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # workers keep the driver's working directory
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the study and MLflow are the record
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # Ctrl-C: stop now; the re-run resumes
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "60")
-        space = self.space
-        progress = progress or Progress(space.search.n_trials)
-        log = progress
+        out = Presenters(self.default_presenters() if presenters is None else presenters)
         old_term = signal.getsignal(signal.SIGTERM)
         if old_term in (signal.SIG_DFL, None):  # a terminated driver shuts Ray down on its way out
             signal.signal(signal.SIGTERM, _raise_interrupt)
         connected = False
         try:
-            connected = self._init_ray(log)  # first: the reference model is measured on a worker
-            self.start(callbacks, log)
-            self._tune(callbacks, progress)
-            remeasure = self._remote_remeasure if space.search.ray.address else None
-            return self.finish(callbacks, log, remeasure=remeasure)
+            connected = self._init_ray(out)  # first: the reference model is measured on a worker
+            self.start(out)
+            self._tune(out)
+            return self.finish(out)
         finally:
             if connected and self._session_dir:
                 self._stop_local_ray()
@@ -386,7 +382,7 @@ class RayBackend(OptunaBackend):
             if old_term in (signal.SIG_DFL, None):
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
-    def _tune(self, callbacks: Sequence[SearchCallback], progress: Progress) -> None:
+    def _tune(self, presenters: Presenters) -> None:
         from ray import tune
 
         space = self.space
@@ -394,7 +390,7 @@ class RayBackend(OptunaBackend):
         trainable = tune.with_resources(
             tune.with_parameters(_ray_trial, space=space, storage=self.worker_storage, artifacts=self.artifacts),
             tune.PlacementGroupFactory([res]))
-        searcher = _searcher_class()(self, callbacks, progress)
+        searcher = _searcher_class()(self, presenters)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, reuse_actors=True,
@@ -407,9 +403,9 @@ class RayBackend(OptunaBackend):
         )
         tuner.fit()
         for trial, _ in list(searcher.pending.values()):  # should not happen: Tune ended with trials unreported
-            searcher._finish(trial, TrialRecord(number=trial.number, status="failed", params=dict(trial.params),
-                                                reason="Ray Tune ended without a result for this trial"),
-                             time.perf_counter())
+            searcher.finish_trial(trial, TrialRecord(number=trial.number, status="failed", params=dict(trial.params),
+                                                     reason="Ray Tune ended without a result for this trial"),
+                                  time.perf_counter())
 
     def _remote_options(self) -> Dict[str, Any]:
         """``ray.remote`` options for a task with one trial's resources (so it lands on a node of
@@ -420,18 +416,22 @@ class RayBackend(OptunaBackend):
             opts["resources"] = res
         return opts
 
-    def _reference_machine(self, device: str) -> Dict[str, str]:
+    def reference_machine(self, device: str) -> Dict[str, str]:
         """The kind of machine trials are measured on: asked of a worker with a trial's resources."""
         import ray
 
         return ray.get(ray.remote(_remote_machine).options(**self._remote_options()).remote(device))
 
-    def _measure_reference(self) -> Dict[str, Any]:
+    def measure_reference(self) -> Dict[str, Any]:
         """The reference model measured like the candidates it judges: on a Ray worker, as a task
         with a trial's resources and thread count, not by the driver."""
         import ray
 
         return ray.get(ray.remote(_remote_reference).options(**self._remote_options()).remote(self.space))
+
+    def remeasure_fn(self) -> Optional[Callable[[Space, TrialRecord], TrialRecord]]:
+        """On a cluster, the front is re-measured on a node of the kind trials ran on; locally, here."""
+        return self._remote_remeasure if self.space.search.ray.address else None
 
     def _remote_remeasure(self, space: Space, rec: TrialRecord) -> TrialRecord:
         """Re-measure a front candidate on a cluster node of the kind trials ran on (the

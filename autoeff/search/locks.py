@@ -26,8 +26,8 @@ import zlib
 from pathlib import Path
 from typing import Iterator
 
-from ...isolation import lock_dir
-from ..stores import sqlite_path
+from ..isolation import lock_dir
+from .stores import sqlite_path
 
 try:
     import fcntl

@@ -4,7 +4,7 @@
 after a SIGKILL of the driver, Ray's dashboard and runtime-env agents live on. So the Ray
 backend starts this small process next to a local instance::
 
-    python .../backends/_reaper.py SESSION_DIR DRIVER_PID    (stdin: a pipe from the driver)
+    python .../schedulers/_reaper.py SESSION_DIR DRIVER_PID    (stdin: a pipe from the driver)
 
 It waits for end-of-file on stdin, which comes when the driver exits for any reason (the kernel
 closes the pipe), then ends every process that still holds a file in the instance's session
