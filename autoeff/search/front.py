@@ -50,14 +50,38 @@ def search_time_front(space: Space, records: Sequence[TrialRecord]) -> List[Tria
     return [r for r in records if r.number in ids]
 
 
+def majority_accuracy(records: Sequence[TrialRecord]) -> float:
+    """The accuracy of always answering each task's majority class, combined over the tasks
+    as ``accuracy`` is (``train.aggregate`` and the task weights), from the first complete
+    trial that records ``majority.<task>``; 0.0 when none does."""
+    from ..config import aggregate
+
+    for r in records:
+        per_task = {k.split(".", 1)[1]: v for k, v in r.metrics.items() if k.startswith("majority.")}
+        if r.status == "complete" and per_task:
+            cfg = r.config or {}
+            weights = {(t.get("name") or t.get("kind")): float(t.get("weight", 1.0)) for t in cfg.get("tasks", [])}
+            return float(aggregate(per_task, (cfg.get("train") or {}).get("aggregate", "mean"), weights))
+    return 0.0
+
+
 def reference_point(space: Space, records: Sequence[TrialRecord]) -> List[float]:
-    """Hypervolume reference: worst observed value per objective (0 for accuracy)."""
+    """Hypervolume reference: accuracy at the majority class (:func:`majority_accuracy`: a model
+    at chance adds no volume; a per-task accuracy objective at that task's majority class), the
+    worst observed value of every other objective (1.1 x for minimized ones)."""
     ref = []
     vals = [r.values for r in records if r.feasible and r.values]
     for j, o in enumerate(space.objectives):
         col = [v[j] for v in vals] or [0.0]
         if o.direction == "maximize":
-            ref.append(0.0 if o.name == "accuracy" else min(col))
+            if o.name == "accuracy":
+                ref.append(majority_accuracy(records))
+            elif o.name.startswith("accuracy."):
+                task = o.name.split(".", 1)[1]
+                ref.append(next((float(r.metrics[f"majority.{task}"]) for r in records
+                                 if r.status == "complete" and f"majority.{task}" in r.metrics), 0.0))
+            else:
+                ref.append(min(col))
         else:
             ref.append(max(col) * 1.1 + 1e-9)
     return ref

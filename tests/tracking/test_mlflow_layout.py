@@ -68,7 +68,12 @@ def test_parent_run_holds_description_tables_plots_and_machine(found, records):
     hist = client.get_metric_history(parent.info.run_id, "hypervolume")
     assert sorted(m.step for m in hist) == sorted(r.number for r in recs)
     values = [m.value for m in sorted(hist, key=lambda m: m.step)]
-    assert values == sorted(values) and values[-1] > 0
+    assert values == sorted(values)
+    from autoeff.search.front import hypervolume_history
+
+    # what the report and load_study compute from the stored records (the reference point at the
+    # majority class: the smoke models may all sit at chance, so the volume may be 0)
+    assert values == pytest.approx([h for _, h in hypervolume_history(space, recs)])
     assert parent.data.metrics["hypervolume"] == pytest.approx(values[-1])
 
 
