@@ -221,9 +221,6 @@ class DeployConfig:
         """``(prompt_len, context_len)`` with the zeros resolved for tasks of ``seq_len`` tokens."""
         ctx = self.context_len or seq_len
         return (self.prompt_len or ctx), ctx
-    #: Ray custom resources a trial needs (search.backend ray), e.g. {bench_node: 1}: pins every
-    #: measurement to one kind of node, so a front compares like with like
-    resources: Dict[str, float] = field(default_factory=dict)
     #: where latency and memory are measured: ``torch`` (the eager PyTorch model) or
     #: ``onnxruntime`` (the exported ONNX graph in an ONNX Runtime CPU session; int8 models on
     #: onnxruntime's dynamically quantized graph, 4-bit on MatMulNBits; see autoeff/measure/onnxrt.py)

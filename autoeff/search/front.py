@@ -128,7 +128,7 @@ def finalize(space: Space, records: List[TrialRecord], log: Callable[[str], None
              remeasure: Optional[Callable[[Space, TrialRecord], TrialRecord]] = None) -> SearchResult:
     """Re-measure the front's candidates one at a time (nothing else runs now), then
     recompute the front on the re-measured figures. ``remeasure`` (default: here, in this
-    process) lets a backend measure elsewhere, e.g. on the kind of node ``deploy.resources`` names."""
+    process) lets a backend measure elsewhere, e.g. on the kind of node ``search.ray.resources`` names."""
     front = front_of(space, records)
     if space.search.remeasure_front and front:
         if remeasure is None:

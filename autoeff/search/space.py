@@ -122,6 +122,9 @@ class RaySettings:
     num_cpus: int = 0  # local instance only: CPUs Ray may use (0 = all of the machine's)
     object_store_mb: int = 128  # local instance only (Ray needs at least 80)
     temp_dir: str = ""  # local instance only: Ray's session folder ("" = <artifacts>/ray, or /tmp if too long)
+    #: Ray custom resources every trial needs, e.g. {bench_node: 1}: pins every measurement to one
+    #: kind of node, so a front compares like with like (a search setting: not in the model's config)
+    resources: Dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -527,7 +530,7 @@ def load_space(path: Union[str, Path], overrides: Sequence[str] = (), *, check: 
 
 
 def _check_distributed(search: SearchSettings, base: Mapping[str, Any]) -> None:
-    """``search.ray`` and ``deploy.resources`` (Ray custom resources a trial needs)."""
+    """``search.ray``, its ``resources`` (Ray custom resources a trial needs) included."""
     r = search.ray
     for key, v, low in (("cpus_per_trial", r.cpus_per_trial, 0.0), ("gpus_per_trial", r.gpus_per_trial, None),
                         ("max_concurrent", r.max_concurrent, None), ("num_cpus", r.num_cpus, None)):
@@ -538,19 +541,22 @@ def _check_distributed(search: SearchSettings, base: Mapping[str, Any]) -> None:
         raise ConfigError("Ray's object store needs at least 80 MB", key="search.ray.object_store_mb",
                           value=r.object_store_mb, has_value=True)
     deploy = base.get("deploy")
-    res = deploy.get("resources") if isinstance(deploy, Mapping) else None
-    if res is not None:
-        if not isinstance(res, Mapping):
-            raise ConfigError("expected a mapping {resource: amount}", key="deploy.resources", value=res,
+    if isinstance(deploy, Mapping) and "resources" in deploy:
+        raise ConfigError("Ray custom resources are a search setting now (they were exported with every model): "
+                          "move them to search.ray.resources", key="deploy.resources", value=deploy["resources"],
+                          allowed="search.ray.resources: {resource: amount}", has_value=True)
+    res = r.resources
+    if not isinstance(res, Mapping):
+        raise ConfigError("expected a mapping {resource: amount}", key="search.ray.resources", value=res,
+                          has_value=True)
+    for k, v in res.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            raise ConfigError("a resource amount must be a number > 0", key=f"search.ray.resources.{k}", value=v,
                               has_value=True)
-        for k, v in res.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-                raise ConfigError("a resource amount must be a number > 0", key=f"deploy.resources.{k}", value=v,
-                                  has_value=True)
-            if str(k).upper() in ("CPU", "GPU", "MEMORY", "OBJECT_STORE_MEMORY"):
-                raise ConfigError("deploy.resources names custom Ray resources; CPUs and GPUs per trial are "
-                                  "search.ray.cpus_per_trial / gpus_per_trial", key=f"deploy.resources.{k}",
-                                  value=v, has_value=True)
+        if str(k).upper() in ("CPU", "GPU", "MEMORY", "OBJECT_STORE_MEMORY"):
+            raise ConfigError("search.ray.resources names custom Ray resources; CPUs and GPUs per trial are "
+                              "search.ray.cpus_per_trial / gpus_per_trial", key=f"search.ray.resources.{k}",
+                              value=v, has_value=True)
 
 
 def _set_accuracy_aggregate(base: Dict[str, Any], objectives: Sequence[Objective]) -> None:

@@ -105,8 +105,12 @@ def test_space_file_errors_are_one_line(tmp_path, repo):
         load_space(smoke, ["search.backend=dask"], check=False)
     assert "ray" in str(e.value)
     with pytest.raises(ConfigError) as e:
-        load_space(smoke, ["deploy.resources={CPU: 1}"], check=False)
-    assert "deploy.resources.CPU" in str(e.value)
+        load_space(smoke, ["search.ray.resources={CPU: 1}"], check=False)
+    assert "search.ray.resources.CPU" in str(e.value)
+    with pytest.raises(ConfigError) as e:  # the old place: a clear pointer, not an unknown key
+        load_space(smoke, ["deploy.resources={bench_node: 1}"], check=False)
+    assert e.value.key == "deploy.resources" and "search.ray.resources" in str(e.value)
+    assert load_space(smoke, ["search.ray.resources={bench_node: 1}"], check=False).search.ray.resources == {"bench_node": 1}
     space = load_space(smoke, ["search.early_stopping.eta=4", "search.backend=ray", "search.ray.cpus_per_trial=2"],
                        check=False)
     assert space.search.early_stopping.eta == 4 and space.search.ray.cpus_per_trial == 2.0

@@ -19,7 +19,7 @@ How it maps onto Tune, and the traps it handles:
   study's rung judge itself (:class:`autoeff.search.store.StudyRungJudge`, over the worker's own
   connection to the storage) and records itself ``pruned``; the driver tells Optuna PRUNED.
 - **Resources from the space file**: ``search.ray.cpus_per_trial`` / ``gpus_per_trial`` plus the
-  custom resources in ``deploy.resources`` (pin measurements to one kind of node); each trial pins
+  custom resources in ``search.ray.resources`` (pin measurements to one kind of node); each trial pins
   torch's thread count to its CPUs (Ray sets ``OMP_NUM_THREADS=1`` in workers). Trials on one node
   measure inside the machine's measurement gate, like separate processes do.
 - **Paths**: the storage URL and artifacts folder are made absolute and the workers keep the
@@ -341,8 +341,7 @@ class RayScheduler(Scheduler):
 
     def _resources(self) -> Dict[str, float]:
         r = self.space.search.ray
-        deploy = self.space.base.get("deploy") or {}
-        res = {"CPU": float(r.cpus_per_trial), **{str(k): float(v) for k, v in (deploy.get("resources") or {}).items()}}
+        res = {"CPU": float(r.cpus_per_trial), **{str(k): float(v) for k, v in r.resources.items()}}
         if r.gpus_per_trial:
             res["GPU"] = float(r.gpus_per_trial)
         return res
@@ -435,7 +434,7 @@ class RayScheduler(Scheduler):
 
     def _remote_remeasure(self, space: Space, rec: TrialRecord) -> TrialRecord:
         """Re-measure a front candidate on a cluster node of the kind trials ran on (the
-        ``deploy.resources`` kind, when set), not on the driver's machine."""
+        ``search.ray.resources`` kind, when set), not on the driver's machine."""
         import ray
 
         fn = ray.remote(_remote_remeasure).options(**self._remote_options())
