@@ -1,10 +1,14 @@
 """Measured where it will run: the deployed model as an ONNX graph in an ONNX Runtime session
 (``deploy.runtime: onnxruntime``).
 
-The graph is the one ``autoeff export --onnx`` writes: ``torch.export`` then
-``torch.onnx.export(dynamo=True)`` at opset 18, static shapes (``deploy.batch_size`` x the task's
-sequence length), inputs ``x`` and ``mask``, output the task's logits. A quantized model is
-exported with the weights it computes with (dequantized to fp32), then:
+The graph is the one ``autoeff export --onnx`` writes, built by :mod:`autoeff.measure.onnx_graph`:
+the serving contract ``ServingModel(model, task)(x, mask) -> logits`` traced by ``torch.export``
+with the families' traceable formulations (Longformer, Reformer: ``attention/_traceable.py``) and
+the graph rewrites (gated_deltanet's triangular solve), then ``torch.onnx.export(dynamo=True)`` at
+opset 18, static shapes (``deploy.batch_size`` x the task's sequence length). Before it is
+measured, onnxruntime must reproduce the eager model (its fast kernels) within the exporter's
+tolerance (:func:`check_graph`). A quantized model is exported with the weights it computes with
+(dequantized to fp32), then:
 
 * 8 bits: onnxruntime's dynamic quantization (``quantize_dynamic``: per-channel int8 weights of
   every MatMul/Gemm with a constant 2-D weight, 7-bit ``reduce_range``, activations quantized at
@@ -40,29 +44,22 @@ onnxruntime: ..."`` (a trial records it as its failure reason and the search goe
 from __future__ import annotations
 
 import collections
-import contextlib
-import copy
 import dataclasses
 import hashlib
-import io
-import logging
-import os
-import tempfile
-import warnings
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-OPSET = 18
+from . import onnx_graph
+from .onnx_graph import FP32_TOLERANCE, cause as _cause, fp32_matches
+from ..model.serving import ServingModel
+
 EXECUTION_MODE = "ORT_SEQUENTIAL"
 GRAPH_OPTIMIZATION = "ORT_ENABLE_ALL"
 INTER_OP_THREADS = 1
-NBITS_BLOCK = 32
-#: the fp32 graph must reproduce the eager model within this (the exporter's tolerance)
-FP32_ATOL, FP32_RTOL = 1e-4, 1e-3
 #: CPU flags that decide int8 GEMM speed, best first
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "avx512bw", "avx2")
 
@@ -119,17 +116,6 @@ def int8_verdict() -> str:
 # ------------------------------------------------------------------------------------------
 
 
-class _OneTask(nn.Module):
-    """The exported contract: ``(x, mask) -> logits`` of one task."""
-
-    def __init__(self, model: nn.Module, task: str):
-        super().__init__()
-        self.model, self.task = model, task
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.model(x, mask, self.task)  # (B, C) or (B, N, V)
-
-
 def weight_bits(model: nn.Module) -> int:
     """The bits the deployed model stores its quantized weights at: 8 or 4 (compress's weight-only
     parametrizations), 16 (half-precision parameters), else 32."""
@@ -143,23 +129,6 @@ def weight_bits(model: nn.Module) -> int:
     return 32
 
 
-def fp32_module(model: nn.Module) -> nn.Module:
-    """A copy of the deployed model with its weights as it computes with them, in fp32 and plain
-    parameters (quantized weights dequantized); the model itself is left alone."""
-    m = copy.deepcopy(model)
-    for mod in list(m.modules()):
-        if parametrize.is_parametrized(mod):
-            # not parametrize.remove_parametrizations: the copy shares its parametrized class with
-            # the model, and removing would delete the property from that class, the model's too
-            with torch.no_grad():
-                values = {name: getattr(mod, name).detach().clone() for name in mod.parametrizations}
-            del mod._modules["parametrizations"]
-            mod.__class__ = mod.__class__.__bases__[0]  # the module's own class, before parametrization
-            for name, v in values.items():
-                mod.register_parameter(name, nn.Parameter(v, requires_grad=False))
-    return m.float().eval()
-
-
 def families(model: nn.Module) -> str:
     """The attention families of a model, e.g. ``full`` or ``linformer/longformer``."""
     names = set()
@@ -170,97 +139,33 @@ def families(model: nn.Module) -> str:
     return "/".join(sorted(names)) or type(model).__name__
 
 
-@contextlib.contextmanager
-def _quiet():
-    """The exporter and the quantizer log progress and hints; keep the output clean."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "torch._dynamo",
-                                              "torch.fx", "torch.fx.experimental.symbolic_shapes", "")]
-    levels = [lg.level for lg in loggers]
-    try:
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, lv in zip(loggers, levels):
-            lg.setLevel(lv)
-
-
-def _cause(e: BaseException) -> str:
-    while e.__cause__ is not None:
-        e = e.__cause__
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
+def _refusal(family: str, e: onnx_graph.GraphError, bits: Optional[int] = None) -> OrtUnsupported:
+    at = f" at {bits} bits" if bits is not None else ""
+    on = f" on torch {torch.__version__}" if e.what == onnx_graph.TRACE else ""
+    return OrtUnsupported(f"family {family} cannot run in onnxruntime{at}: {e.what}{on} ({e.cause})")
 
 
 def export_graph(model: nn.Module, task: str, x: torch.Tensor, mask: torch.Tensor) -> bytes:
     """The fp32 ONNX graph (serialized) of ``model``'s task ``task`` at the shapes of ``x`` and
-    ``mask``. Raises :class:`OrtUnsupported` naming the family when it cannot be exported."""
-    fam = families(model)
-    wrapped = _OneTask(fp32_module(model), task).eval()
+    ``mask``: the exporter's graph (:func:`autoeff.measure.onnx_graph.serving_graph`). Raises
+    :class:`OrtUnsupported` naming the family when it cannot be exported."""
     try:
-        with _quiet():
-            program = torch.export.export(wrapped, (x, mask), strict=False)
-    except Exception as e:  # torch.export could not trace the family
-        raise OrtUnsupported(f"family {fam} cannot run in onnxruntime: torch.export could not trace it on torch "
-                             f"{torch.__version__} ({_cause(e)})") from None
-    with tempfile.TemporaryDirectory(prefix="autoeff-ort-") as tmp:
-        path = os.path.join(tmp, "model.onnx")
-        try:
-            with _quiet():
-                torch.onnx.export(program, (x, mask), path, input_names=["x", "mask"], output_names=["logits"],
-                                  dynamo=True, opset_version=OPSET, verbose=False, external_data=False)
-        except Exception as e:  # traced, but an operator has no ONNX translation
-            raise OrtUnsupported(f"family {fam} cannot run in onnxruntime: an operator of its graph has no ONNX "
-                                 f"translation ({_cause(e)})") from None
-        with open(path, "rb") as f:
-            return f.read()
-
-
-def _not_2d_weight(graph) -> List[str]:
-    """MatMul nodes whose constant operand is not a 2-D matrix: the quantizers leave them fp32."""
-    dims = {t.name: len(t.dims) for t in graph.initializer}
-    return [n.name for n in graph.node if n.op_type == "MatMul" and len(n.input) > 1 and dims.get(n.input[1], 2) != 2]
+        return onnx_graph.serving_graph(model, task, x, mask)
+    except onnx_graph.GraphError as e:
+        raise _refusal(families(model), e) from None
 
 
 def quantize_graph(fp32: bytes, bits: int, family: str = "model") -> bytes:
     """The graph at ``bits``: 8 = onnxruntime's dynamic int8 quantization, 4 = ``MatMulNBits``
-    (see the module docstring). Raises :class:`OrtUnsupported` when the quantizer fails."""
-    import onnx
-
-    if bits == 32:
-        return fp32
-    if bits not in (8, 4):
+    (:func:`autoeff.measure.onnx_graph.quantize`). Raises :class:`OrtUnsupported` when the
+    quantizer fails."""
+    if bits not in (32, 8, 4):
         raise OrtUnsupported(f"family {family} cannot run in onnxruntime at {bits} bits: only fp32, int8 "
                              "(dynamic quantization) and 4-bit weights (MatMulNBits) are measured")
     try:
-        with tempfile.TemporaryDirectory(prefix="autoeff-ort-") as tmp, _quiet():
-            src, dst = os.path.join(tmp, "fp32.onnx"), os.path.join(tmp, f"q{bits}.onnx")
-            with open(src, "wb") as f:
-                f.write(fp32)
-            model = onnx.load(src)
-            if bits == 8:
-                from onnxruntime.quantization import QuantType, quantize_dynamic
-
-                quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
-                                 op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=_not_2d_weight(model.graph),
-                                 extra_options={"MatMulConstBOnly": True})
-            else:
-                from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-                q = MatMulNBitsQuantizer(model, bits=4, block_size=NBITS_BLOCK, is_symmetric=True,
-                                         nodes_to_exclude=_not_2d_weight(model.graph))
-                q.process()
-                q.model.save_model_to_file(dst, use_external_data_format=False)
-            with open(dst, "rb") as f:
-                return f.read()
-    except OrtUnsupported:
-        raise
-    except Exception as e:
-        raise OrtUnsupported(f"family {family} cannot run in onnxruntime at {bits} bits: onnxruntime's "
-                             f"quantizer failed ({_cause(e)})") from None
+        return onnx_graph.quantize(fp32, bits)
+    except onnx_graph.GraphError as e:
+        raise _refusal(family, e, bits) from None
 
 
 def initializer_bytes(graph: bytes) -> int:
@@ -375,20 +280,19 @@ def graphs(model: nn.Module, task: str, x: torch.Tensor, mask: torch.Tensor, bit
 
 def check_graph(model: nn.Module, task: str, graph: bytes, x: torch.Tensor, mask: torch.Tensor) -> float:
     """Run the fp32 graph once on ``(x, mask)`` and compare with the eager model (the exporter's
-    tolerance, :data:`FP32_ATOL` + :data:`FP32_RTOL` x |y|): a graph that computes something else
-    is not measured. Returns the largest difference."""
+    tolerance, :func:`autoeff.measure.onnx_graph.fp32_matches`): a graph that computes something
+    else is not measured. Returns the largest difference."""
     import numpy as np
 
     sess = session(graph, OrtSettings(threads=1, mem_arena=False))
     got = torch.from_numpy(np.asarray(sess.run(None, feeds(sess, x, mask))[0]))
     with torch.inference_mode():
-        ref = _OneTask(model, task).eval()(x, mask).float()
-    diff = (got - ref).abs()
-    if got.shape != ref.shape or not bool((diff <= FP32_ATOL + FP32_RTOL * ref.abs()).all()):
-        worst = float(diff.max()) if got.shape == ref.shape else float("nan")
+        ref = ServingModel(model, task).eval()(x, mask)  # fp32, the eager kernels
+    worst = float((got - ref).abs().max()) if got.shape == ref.shape else float("nan")
+    if not fp32_matches(got, ref):
         raise OrtUnsupported(f"family {families(model)} cannot run in onnxruntime: the exported graph does not match "
-                             f"PyTorch (max |d| = {worst:.3g}, tolerance {FP32_ATOL:g} + {FP32_RTOL:g} |y|)")
-    return float(diff.max())
+                             f"PyTorch (max |d| = {worst:.3g}, tolerance {FP32_TOLERANCE})")
+    return worst
 
 
 def _cache_bytes() -> int:

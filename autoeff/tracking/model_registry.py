@@ -85,12 +85,25 @@ def _save_input_example(client: MlflowClient, info, x, mask) -> None:
     """The input example (x, mask) beside the logged model. MLflow's ``log_model`` saves none for
     a model of several inputs (it takes a tuple of arrays to trace the pt2 graph, and saves
     examples of named arrays only), so it is added to the logged model afterwards, as MLflow
-    writes it for named tensors (``input_example.json``, listed in the MLmodel file)."""
+    writes it for named tensors (``input_example.json``, listed in the MLmodel file).
+
+    This uses MLflow's private ``mlflow.models.utils._save_example`` because MLflow 3 (checked on
+    3.17) has no public way to save it: ``mlflow.pytorch.log_model`` and ``mlflow.models.Model.log``
+    hand ``input_example`` to the same ``save_model``, where for ``serialization_format="pt2"`` a
+    dict ``{"x": ..., "mask": ...}`` is refused (pt2 takes an array, a tensor or a tuple/list of
+    them, to trace with) and a tuple ``(x, mask)`` is read as ``(data, params)`` by the example
+    writer, which fails and is skipped (no example saved); ``ModelSignature`` holds the schema
+    only; ``Model.saved_input_example_info`` is public but the example file's format is not
+    (mlflow/mlflow#13931 asks for dicts of tensors in the pytorch flavor). If ``_save_example``
+    goes away, registration still works: the model is logged before, only the example is lost."""
     import tempfile
 
     from mlflow.models import Model
-    from mlflow.models.utils import _save_example
 
+    try:
+        from mlflow.models.utils import _save_example
+    except ImportError:  # a later MLflow without it: the model stays registered, without its example
+        return
     if Model.load(info.model_uri).saved_input_example_info is not None:
         return
     meta = Model.load(info.model_uri)

@@ -10,8 +10,9 @@ from autoeff.bench import deploy as bench
 
 pytest.importorskip("onnxruntime")
 
-#: families that export today (torch 2.13); the others may refuse, with a reason
-EXPORTABLE = {"full", "linformer", "synthesizer", "linear", "sliding_window"}
+#: every built-in encoder family exports (Longformer and Reformer through their traceable
+#: formulations, attention/_traceable.py); a plugin family may refuse, with a reason
+EXPORTABLE = {"full", "linformer", "synthesizer", "linear", "sliding_window", "longformer", "reformer"}
 
 
 @pytest.fixture(scope="module")

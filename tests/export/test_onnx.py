@@ -9,7 +9,8 @@ import torch
 
 import autoeff
 from autoeff.config import parse_run_config
-from autoeff.export.onnx import ExportError, export_onnx, solve_triangular
+from autoeff.export.onnx import ExportError, export_onnx
+from autoeff.measure.onnx_graph import DECOMPOSITIONS, solve_triangular
 from autoeff.model import build_model
 from autoeff.tasks import load_task
 from autoeff.training.run import train_and_evaluate
@@ -25,7 +26,7 @@ EXPORTS = {"full": {}, "linformer": {"rank": 16}, "synthesizer": {"mode": "dense
 DECODER_EXPORTS = {"full": {"kv_heads": 2}, "sliding_window": {"window": 8},
                    "longformer": {"window": 8, "global_tokens": 2}, "reformer": {"bucket_size": 8, "n_hashes": 2},
                    "linear": {"feature_map": "favor", "features": 16}, "synthesizer": {"mode": "dense"},
-                   # its chunk's triangular solve as fixed-step forward substitution (onnx.solve_triangular)
+                   # its chunk's triangular solve as fixed-step forward substitution (onnx_graph.solve_triangular)
                    "gated_deltanet": {"chunk_size": 8}}
 
 
@@ -72,6 +73,46 @@ def test_decoder_prefill_graph_exports_and_onnxruntime_matches_pytorch(tmp_path,
     assert fp32.precision == "fp32" and fp32.ok and fp32.max_abs_diff < 1e-4, fp32
 
 
+def test_the_exported_file_is_the_graph_onnxruntime_measures(tmp_path):
+    """One graph builder (measure/onnx_graph.py): ``export --onnx``'s files are byte for byte the
+    graphs ``deploy.runtime: onnxruntime`` measures, fp32 and int8, here for a traceable-form family."""
+    from autoeff.compress import build_deployed
+    from autoeff.config import task_spec
+    from autoeff.measure import onnxrt
+
+    cfg = parse_run_config({"model": {"width": 32, "heads": 2, "depth": 1, "dropout": 0.0},
+                            "attention": {"kind": "longformer", "longformer": {"window": 8, "global_tokens": 1}},
+                            "tasks": [{"kind": "listops", "seq_len": 32, "min_len": 8, "max_depth": 3,
+                                       "n_train": 8, "n_val": 8, "n_test": 8}],
+                            "deploy": {"batch_size": 2}, "compress": {"bits": 8}})
+    torch.manual_seed(0)
+    model = build_deployed(cfg).eval()
+    path = tmp_path / "lf.pt"
+    torch.save({"state_dict": model.state_dict()}, path)
+    report = export_onnx(cfg, str(path), str(tmp_path / "model.yaml"), examples=4)
+    assert [f.precision for f in report.files] == ["fp32", "int8"] and all(f.ok for f in report.files), report.files
+    from autoeff.model import example_inputs
+
+    x, mask = example_inputs(task_spec(cfg.tasks[0]), 2)
+    onnxrt.clear_cache()
+    fp32, g8 = onnxrt.graphs(model, task_spec(cfg.tasks[0]).name, x, mask, 8)
+    assert _graph(((tmp_path / "model.onnx").read_bytes())) == _graph(fp32)
+    assert _graph((tmp_path / "model.int8.onnx").read_bytes()) == _graph(g8)
+
+
+def _graph(serialized: bytes) -> bytes:
+    """The computation of an ONNX model: its graph without the exporter's metadata (which records
+    e.g. the trace's symbol names)."""
+    import onnx
+
+    m = onnx.load_from_string(serialized)
+    del m.metadata_props[:]
+    del m.graph.metadata_props[:]
+    for n in m.graph.node:
+        del n.metadata_props[:]
+    return m.graph.SerializeToString()
+
+
 def test_a_graph_that_cannot_be_traced_or_translated_says_why(tmp_path, monkeypatch):
     cfg, ckpt = _decoder(tmp_path, "full", {})
 
@@ -104,7 +145,6 @@ def test_gated_deltanet_graph_matches_the_eager_kernel_at_deployment_length():
     """The decomposed graph (its triangular solves as forward substitution), run in PyTorch at
     length 1024 with the default chunk size, against the eager chunkwise kernel."""
     from autoeff.attention import get_attention
-    from autoeff.export.onnx import _DECOMPOSITIONS
 
     fam = get_attention("gated_deltanet")
     torch.manual_seed(0)
@@ -112,7 +152,7 @@ def test_gated_deltanet_graph_matches_the_eager_kernel_at_deployment_length():
     x = torch.randn(2, 1024, 32)
     mask = torch.ones(2, 1024, dtype=torch.bool)
     mask[1, 900:] = False
-    prog = torch.export.export(m, (x, mask), strict=False).run_decompositions(_DECOMPOSITIONS)
+    prog = torch.export.export(m, (x, mask), strict=False).run_decompositions(DECOMPOSITIONS)
     assert "linalg_solve_triangular" not in str(prog.graph)
     with torch.no_grad():
         torch.testing.assert_close(prog.module()(x, mask)[mask], m(x, mask)[mask], rtol=1e-4, atol=1e-4)
