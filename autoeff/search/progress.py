@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..metrics import get as metric_def
 from .front import front_of
-from .names import run_name
+from .names import placement_label, run_name
 from .pareto import pareto_front
 from .presenters import Presenter
 from .record import TrialRecord
@@ -103,6 +103,9 @@ class Progress(Presenter):
 
     def trial_start(self, done: int, number: int, params: Mapping[str, Any], what: str = "") -> None:
         short = " ".join(f"{_short(k)}={_fmt(v)}" for k, v in params.items())
+        if any(str(k).startswith("attention.layers.") and str(k).endswith(".kind") for k in params):
+            # hybrids: the placement at a glance first (one letter per layer, bottom first)
+            short = f"[{placement_label(TrialRecord(number=number, status='running', params=dict(params)))}] {short}"
         with self._lock:
             self.running[number] = (time.perf_counter(), short)
             self.step = ""
@@ -124,7 +127,8 @@ class Progress(Presenter):
         m = rec.metrics
         if rec.status in ("complete", "proxy"):
             acc = "accuracy" if rec.status == "complete" else "proxy_accuracy"
-            decoder = "".join(f"  {label} {m[k]:.3g}" for k, label in (("bpb", "bpb"), ("decode_ms", "decode ms"),
+            per_task = tuple((o.name, o.name) for o in (self.space.objectives if self.space else ()) if "." in o.name)
+            decoder = "".join(f"  {label} {m[k]:.3g}" for k, label in (("bpb", "bpb"), *per_task, ("decode_ms", "decode ms"),
                                                                         ("cache_mb", "cache MiB")) if k in m)
             self(f"    -> trial {rec.number}: {acc} {m.get(acc, float('nan')):.3f}{decoder}  latency {m.get('latency_ms', 0):.2f} ms  "
                  f"memory {m.get('peak_memory_mb', 0):.2f} MiB  ({rec.duration_s:.0f}s)")

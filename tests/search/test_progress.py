@@ -116,3 +116,22 @@ def test_time_left_respects_the_search_timeout(space):
     timed = dataclasses.replace(space, search=dataclasses.replace(space.search, timeout_s=60.0))
     p.space = timed
     assert 60.0 < p.eta_s() <= 70.0 + 1e-6  # what the timeout leaves, plus the trial running then
+
+
+def test_a_hybrid_trial_announces_its_placement_and_per_task_objectives(repo, monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    space = load_space(repo / "search_spaces" / "lm.yaml", check=False)
+    out = io.StringIO()
+    p = Progress(4, stream=out, space=space)
+    p.begin(space, [])
+    p.trial_start(0, 3, {"attention.layers.0.kind": "full", "attention.layers.0.full.kv_heads": 2,
+                         "attention.layers.1.kind": "sliding_window", "attention.layers.2.kind": "gated_deltanet",
+                         "attention.layers.3.kind": "linear"})
+    r = TrialRecord(number=3, status="complete", params={}, config={},
+                    metrics={"accuracy": 0.2, "bpb": 3.91, "accuracy.mqar": 0.125, "decode_ms": 2.5, "cache_mb": 1.0,
+                             "latency_ms": 30.0, "peak_memory_mb": 9.0})
+    r.values, r.violations = [3.91, 0.125, 2.5, 1.0], [-1.0]
+    p.trial_end(r)
+    text = out.getvalue()
+    assert "trial 3 (1/4): [F S G L] " in text
+    assert "bpb 3.91  accuracy.mqar 0.125  decode ms 2.5" in text
