@@ -220,6 +220,41 @@ def table(rows, contexts, pair_counts):
     return "\n".join(out) + "\n"
 
 
+def findings(rows, contexts, pair_counts, baselines) -> str:
+    """What the rows show, computed from them (so the prose cannot drift from the table)."""
+    by = {r["name"]: r for r in rows}
+    full, gdn = by.get("all full"), by.get("all gated_deltanet")
+    ctx = contexts[-1]
+    out = [f"- Baselines: unigram {baselines['unigram_bpb']:.3f} bits/byte; chance recall "
+           f"{baselines['chance_recall']:.4f}. Best bpb: " + ", ".join(
+               f"{r['placement']} {r['bpb']:.3f}" for r in sorted(rows, key=lambda r: r["bpb"])[:3]) + "."]
+    if full:
+        for r in rows:
+            if r is full or f"decode_ms@{ctx}" not in r:
+                continue
+            out.append(f"- {r['name']} ({r['placement']}): bpb {r['bpb'] - full['bpb']:+.3f} vs all full; at "
+                       f"{ctx // 1024}K context decode {r[f'decode_ms@{ctx}'] / full[f'decode_ms@{ctx}']:.2f}x and "
+                       f"cache {r[f'cache_mb@{ctx}'] / full[f'cache_mb@{ctx}']:.3f}x of all full's; recall "
+                       + ", ".join(f"{r[f'recall@{p}']:.3f}" for p in pair_counts)
+                       + f" at {', '.join(map(str, pair_counts))} pairs (all full: "
+                       + ", ".join(f"{full[f'recall@{p}']:.3f}" for p in pair_counts) + ").")
+    if gdn and full:
+        hyb = [r for r in rows if r["name"].startswith("1 full in 4")]
+        for p in pair_counts:
+            k = f"recall@{p}"
+            better = [r["placement"] for r in hyb if r[k] > gdn[k]]
+            listed = ", ".join("%.3f (%s)" % (r[k], r["placement"]) for r in hyb)
+            out.append(f"- Recall at {p} pairs: all gated_deltanet {gdn[k]:.3f}, all full {full[k]:.3f}; the 1-in-4 "
+                       f"hybrids {listed}: "
+                       f"{len(better)} of {len(hyb)} above all gated_deltanet.")
+    best = [r for r in rows if r["name"].startswith("search best")]
+    for r in best:
+        n_full = r["placement"].split().count("F")
+        out.append(f"- The search's best ({r['placement']}): {n_full} full-attention layer(s) of "
+                   f"{len(r['placement'].split())} (Qwen3-Next 1 in 4, Gemma 3 1 in 6, MiniMax-01 1 in 8).")
+    return "\n".join(out) + "\n"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--space", default=str(REPO / "search_spaces" / "lm.yaml"))
@@ -286,7 +321,7 @@ def main(argv=None):
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
-    (out / "results.md").write_text(table(rows, contexts, pairs))
+    (out / "results.md").write_text(table(rows, contexts, pairs) + "\n" + findings(rows, contexts, pairs, baselines))
     plot(rows, out, contexts, pairs, baselines)
     print(table(rows, contexts, pairs))
     return 0
