@@ -90,14 +90,14 @@ VARIANTS: List[Variant] = [
             default=False),
 ]
 
-#: issue 3's targets, for batch 4, width 256, 4 heads, fp32 (speed-ups are full / variant)
+#: the bench's targets (what an efficient family must beat full attention by to earn its place; see
+#: experiments/attention_bench/README.md), at batch 4, width 256, 4 heads, fp32 (speed-ups: full / variant)
 TARGET_FWD_4K = {"linformer": 3.0, "longformer": 3.0, "reformer": 2.5, "linear": 3.0}
 TARGET_FB_4K = 2.0
 TARGET_FWD_16K = 8.0
 TARGET_MEM_SLOPE = 1.1
 ISSUE_SETTINGS = {"batch": 4, "width": 256, "heads": 4, "dtype": "fp32"}
 
-README_BEGIN, README_END = "<!-- results:begin -->", "<!-- results:end -->"
 MIN_TIMED = 3  # timed calls per cell at least (after the warm-up), wherever the skip rule allows
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PASSES = ("fwd", "fb")
@@ -140,9 +140,6 @@ def _parser() -> argparse.ArgumentParser:
                                                 "or experiments/attention_bench/quick with --quick)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the whole pipeline")
     p.add_argument("--no-plot", action="store_true")
-    p.add_argument("--readme", default=None, metavar="README.md",
-                   help=f"also replace the text between {README_BEGIN!r} and {README_END!r} in this file "
-                        "with the new tables")
     p.add_argument("--list", action="store_true", help="list the variants and exit")
     return p
 
@@ -597,8 +594,8 @@ def markdown(result: Dict[str, Any]) -> str:
                      f"{f('fb_time_slope')} |")
     lines.append("")
     if any(t["value"] is not None for t in result["targets"]):
-        note = "" if meta["issue_settings"] else " (this run's settings differ from the issue's: indicative only)"
-        lines.extend([f"### Targets (issue 3){note}", "",
+        note = "" if meta["issue_settings"] else " (this run's settings differ from the targets': indicative only)"
+        lines.extend([f"### Targets{note}", "",
                       "Speed-ups are ratios of medians; in brackets the ratio of the best calls, which extra "
                       "machine load disturbs less.", "",
                       "| variant | target | measured | met |", "| --- | --- | ---: | :---: |"])
@@ -653,19 +650,6 @@ def _plot(result: Dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def _update_readme(path: Path, text: str) -> None:
-    """Put ``text`` between the results markers of ``path`` (appended, with markers, if absent)."""
-    old = path.read_text() if path.exists() else ""
-    block = f"{README_BEGIN}\n{text.strip()}\n{README_END}"
-    if README_BEGIN in old and README_END in old:
-        head, rest = old.split(README_BEGIN, 1)
-        new = head + block + rest.split(README_END, 1)[1]
-    else:
-        new = old + ("\n\n" if old else "") + block + "\n"
-    path.write_text(new)
-    _progress(f"updated the results in {path}")
 
 
 def _device_name(device: str) -> str:
@@ -804,8 +788,6 @@ def main(argv: Sequence[str] = ()) -> int:
     (out / "results.md").write_text(header + md + "\n")
     if not args.no_plot:
         _plot(result, out / "attention_bench.png")
-    if args.readme:
-        _update_readme(Path(args.readme), header + md)
     print(md)
     _progress(f"wrote {out}/results.csv, results.json, results.md"
               + ("" if args.no_plot else ", attention_bench.png") + f" in {meta['elapsed_s']} s")

@@ -88,19 +88,6 @@ def test_list(capsys):
     assert "linformer" in out and "performer" in out
 
 
-def test_readme_section_is_replaced_in_place(tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text("# Title\n\nbefore\n\n<!-- results:begin -->\nold numbers\n<!-- results:end -->\n\nafter\n")
-    rc = bench.main(["--quick", "--out", str(tmp_path / "o"), "--lengths", "16,32", "--variants", "full,linear",
-                     "--no-plot", "--readme", str(readme)])
-    assert rc == 0
-    text = readme.read_text()
-    assert text.startswith("# Title\n\nbefore\n\n<!-- results:begin -->\n")
-    assert text.rstrip().endswith("<!-- results:end -->\n\nafter")
-    assert "old numbers" not in text and "### Forward latency" in text and "| linear |" in text
-    assert text.count("<!-- results:begin -->") == 1
-
-
 def test_layers_get_a_padding_mask_and_at_least_three_timed_calls(quick_run):
     _, out = quick_run
     rows = json.loads((out / "results.json").read_text())["rows"]
