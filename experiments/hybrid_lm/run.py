@@ -65,10 +65,12 @@ def layers_of(placement: str):
     return out
 
 
-def base_config(space, quick: bool, steps: int):
+def base_config(space, quick: bool, steps: int, threads: int = 0):
     base = copy.deepcopy(space.base)
     base.pop("reference", None)
     base["train"] = {**base.get("train", {}), "max_steps": steps, "max_time_s": 0}  # equal steps for every model
+    if threads:  # training threads only (a shared machine: fewer threads, no oversubscription); quality is the same
+        base["train"]["threads"] = threads
     if quick:
         for t in base["tasks"]:
             t.update(seq_len=128, n_train=64, n_val=8, n_test=8)
@@ -213,7 +215,7 @@ def plot(rows, out: Path, contexts, pair_counts, baselines):
 
 def table(rows, contexts, pair_counts):
     cols = ["name", "placement", "bpb", "test_bpb", *[f"recall@{p}" for p in pair_counts],
-            *[f"decode_ms@{c}" for c in contexts], *[f"cache_mb@{c}" for c in contexts], "train_s"]
+            *[f"decode_ms@{c}" for c in contexts], *[f"cache_mb@{c}" for c in contexts]]
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         out.append("| " + " | ".join(f"{r[c]:.4g}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols) + " |")
@@ -262,6 +264,7 @@ def main(argv=None):
     ap.add_argument("--study-storage", default="", help="the lm.yaml search's Optuna storage (its best is compared)")
     ap.add_argument("--steps", type=int, default=240,
                     help="training steps of every model (1.5x a search trial's 160: the models are compared, not searched)")
+    ap.add_argument("--threads", type=int, default=0, help="training threads (0 = torch's default)")
     ap.add_argument("--pairs", type=int, nargs="+", default=[4, 8, 12])
     ap.add_argument("--contexts", type=int, nargs="+", default=[2048, 8192, 16384])
     ap.add_argument("--only", nargs="*", default=None, help="names of the placements to run")
@@ -273,7 +276,7 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     space = load_space(args.space)
-    base = base_config(space, args.quick, args.steps)
+    base = base_config(space, args.quick, args.steps, args.threads)
     pairs = [2, 4] if args.quick else args.pairs
     contexts = [256, 512] if args.quick else args.contexts
     models = [(n, p, {**copy.deepcopy(base), "attention": {"layers": layers_of(p)}}) for n, p in PLACEMENTS.items()]
