@@ -35,7 +35,6 @@ raised; the exit status is 1 when any cell failed, 2 for bad arguments or a miss
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import datetime as _dt
 import inspect
@@ -50,6 +49,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
+from . import write_rows_csv
 from ..measure.decode import measure_decoder
 from ..measure.host import machine_info
 
@@ -449,11 +449,7 @@ def plot(doc: Dict[str, Any], path: Path) -> None:
 
 def write(doc: Dict[str, Any], out: Path, with_plot: bool = True) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(FIELDS))
-        w.writeheader()
-        for r in doc["rows"]:
-            w.writerow({k: r.get(k) for k in FIELDS})
+    write_rows_csv(out / "results.csv", FIELDS, doc["rows"])
     (out / "results.json").write_text(json.dumps(doc, indent=1, default=str))
     (out / "results.md").write_text(markdown(doc))
     if with_plot:

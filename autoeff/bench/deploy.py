@@ -32,7 +32,6 @@ experiments/deploy_bench): ``results.csv``, ``results.json`` (settings, machine,
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import datetime as _dt
 import os
@@ -46,6 +45,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
+from . import write_rows_csv
 from ..measure.host import machine_info
 
 RUNTIMES = ("eager", "ort_fp32", "ort_int8")
@@ -311,11 +311,7 @@ def readme(doc: Dict[str, Any]) -> str:
 
 def write(doc: Dict[str, Any], out: Path, with_plot: bool = True) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(FIELDS))
-        w.writeheader()
-        for r in doc["rows"]:
-            w.writerow({k: r.get(k, "") for k in FIELDS})
+    write_rows_csv(out / "results.csv", FIELDS, doc["rows"])
     (out / "results.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
     (out / "README.md").write_text(readme(doc))
     if with_plot:

@@ -9,13 +9,13 @@ file.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from figures_csv import write_or_check  # noqa: E402
 FAMILIES = ("linformer", "longformer", "reformer", "linear")
 
 
@@ -67,18 +67,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--check", action="store_true")
     a = p.parse_args(argv)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["figure", "value"], lineterminator="\n")
-    w.writeheader()
-    w.writerows(figures(json.loads((HERE / "results.json").read_text())))
-    path = HERE / "figures.csv"
-    if a.check:
-        ok = path.read_text() == buf.getvalue()
-        print(f"{path.name}: {'every figure re-derived' if ok else 'differs from results.json'}")
-        return 0 if ok else 1
-    path.write_text(buf.getvalue())
-    print(buf.getvalue())
-    return 0
+    return write_or_check(HERE / "figures.csv", ["figure", "value"],
+                          figures(json.loads((HERE / "results.json").read_text())), check=a.check, source="results.json")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from run import first_reach, hv_at  # noqa: E402  (the experiment's own definitions)
 RUNS = {"2026-12-02": HERE / "curves.csv", "2026-12-01": HERE / "curves-2026-12-01.csv"}
 FIELDS = ["run", "seed", "full_trials", "full_cpu_s", "full_final_hv", "es_trials", "es_pruned", "es_complete",
           "es_cpu_s", "es_hv_at_half_full_cpu", "es_hv_at_full_cpu", "es_final_hv", "es_reaches_full_final_hv_at_cpu_s",
@@ -31,18 +33,6 @@ def read(path: Path):
             curves.setdefault((r["mode"], int(r["seed"])), []).append(
                 (float(r["cpu_s"]), float(r["hypervolume"]), r["status"]))
     return curves
-
-
-def hv_at(c, t):
-    hv = 0.0
-    for cpu, h, _ in c:
-        if cpu <= t + 1e-9:
-            hv = h
-    return hv
-
-
-def first_reach(c, target):
-    return next((cpu for cpu, h, _ in c if h >= target - 1e-12), None)
 
 
 def figures():

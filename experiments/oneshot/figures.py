@@ -12,13 +12,13 @@ majority class, latencies of candidates not on a front) are not re-derivable: th
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from figures_csv import write_or_check  # noqa: E402
 
 
 def hv_at(curve, minutes):
@@ -77,18 +77,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--check", action="store_true")
     a = ap.parse_args(argv)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["run", "figure", "value"], lineterminator="\n")
-    w.writeheader()
-    w.writerows(figures())
-    path = HERE / "figures.csv"
-    if a.check:
-        ok = path.read_text() == buf.getvalue()
-        print(f"{path.name}: {'every figure re-derived' if ok else 'differs from the result files'}")
-        return 0 if ok else 1
-    path.write_text(buf.getvalue())
-    print(buf.getvalue())
-    return 0
+    return write_or_check(HERE / "figures.csv", ["run", "figure", "value"], figures(), check=a.check,
+                          source="the result files")
 
 
 if __name__ == "__main__":

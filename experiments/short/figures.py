@@ -12,13 +12,13 @@ from `autoeff pareto` over the study database, which is not committed.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import re
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from figures_csv import write_or_check  # noqa: E402
 TRIAL = re.compile(r"\[autoeff\s+(\d+)s\] trial (\d+) \(\d+/(\d+)\): (.*)$")
 RESULT = re.compile(r"\[autoeff\s+(\d+)s\]\s+-> accuracy ([\d.]+)\s+latency ([\d.]+) ms\s+memory ([\d.]+) MB\s+\((\d+)s\)")
 GEN = re.compile(r"\[autoeff\s+(\d+)s\]\s+task (\S+) generated in (\d+) s")
@@ -46,18 +46,8 @@ def main(argv=None) -> int:
     ap.add_argument("--check", action="store_true")
     a = ap.parse_args(argv)
     fields = ["kind", "trial", "params", "accuracy", "search_latency_ms", "search_memory_mb", "duration_s", "at_s"]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    w.writeheader()
-    w.writerows({k: r.get(k, "") for k in fields} for r in parse((HERE / "search.log").read_text()))
-    path = HERE / "results.csv"
-    if a.check:
-        ok = path.read_text() == buf.getvalue()
-        print(f"{path.name}: {'every figure re-derived' if ok else 'differs from search.log'}")
-        return 0 if ok else 1
-    path.write_text(buf.getvalue())
-    print(buf.getvalue())
-    return 0
+    rows = ({k: r.get(k, "") for k in fields} for r in parse((HERE / "search.log").read_text()))
+    return write_or_check(HERE / "results.csv", fields, rows, check=a.check, source="search.log")
 
 
 if __name__ == "__main__":
