@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Collection, Dict, FrozenSet, List, Mapping, Optional, Tuple
+from typing import Collection, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple
 
 from .errors import ConfigError
 
@@ -235,10 +235,16 @@ def better(name: str, a: float, b: float) -> float:
     return max(a, b) if d is not None and d.direction == "maximize" else min(a, b)
 
 
-def glossary_markdown() -> str:
-    """The registry as a Markdown table (the MLflow parent run's glossary, docs/metrics.md)."""
+def glossary_markdown(only: Optional[Iterable[str]] = None) -> str:
+    """The registry as a Markdown table (the MLflow parent run's glossary, docs/metrics.md);
+    ``only``: the metric names (per-task ones included) a table of one search holds."""
     rows = ["| metric | unit | meaning |", "|---|---|---|"]
+    keep = None if only is None else {n.split(".", 1)[0] if get(n) is not None and n not in REGISTRY else n
+                                      for n in only}
     for d in REGISTRY.values():
+        base = d.name.split(".<", 1)[0]
+        if keep is not None and d.name not in keep and not any(k.startswith(base + ".") or k == base for k in keep):
+            continue
         name = f"`{d.name}`" + (f" / `{d.name}.<task>`" if d.per_task else "")
         rows.append(f"| {name} | {d.unit or NO_UNIT} | {d.description} |")
     return "\n".join(rows) + "\n"

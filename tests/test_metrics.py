@@ -90,3 +90,17 @@ def test_one_error_for_bad_conditions_names_key_value_allowed(text, words):
     assert msg.startswith("space.yaml: key 'constraints[3]'")
     for w in words:
         assert w in msg, (w, msg)
+
+
+def test_a_searchs_glossary_lists_only_the_metrics_its_runs_hold():
+    """The MLflow parent run's description has room for 8,000 characters: its glossary lists what
+    this search's runs record (per-task names by their metric), not the whole registry."""
+    from autoeff import metrics
+
+    g = metrics.glossary_markdown({"bpb.lm_text", "accuracy.mqar", "decode_ms", "rung_accuracy.0"})
+    names = [line.split("|")[1].strip() for line in g.splitlines()[2:]]
+    assert names == ["`accuracy` / `accuracy.<task>`", "`bpb` / `bpb.<task>`", "`rung_accuracy.<i>`", "`decode_ms`"] \
+        or sorted(names) == sorted(["`accuracy` / `accuracy.<task>`", "`bpb` / `bpb.<task>`", "`rung_accuracy.<i>`",
+                                    "`decode_ms`"])
+    assert "ort_threads" not in g and "latency_ms" not in g
+    assert len(g) < len(metrics.glossary_markdown()) / 3

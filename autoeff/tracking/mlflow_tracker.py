@@ -440,7 +440,8 @@ class MLflowTracker(Presenter):
                "`pareto_front.html` (interactive plots), `pareto_front.png`, `front_table.json` / "
                "`trials_table.json` (table view), `pareto_front.csv`, `trials.csv`, the space file and "
                "`resolved_space.yaml`; the metric `hypervolume` is charted by trial.", "",
-               "## Metrics of the trial runs", "", glossary_markdown()]
+               "## Metrics of the trial runs", "",
+               glossary_markdown({k for r in records for k in r.metrics} | set(space.objective_names))]
         return "\n".join(out)
 
 

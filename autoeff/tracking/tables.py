@@ -14,9 +14,10 @@ from ..search.space import Space
 NOT_TRAINED = "not trained"
 
 
-def glossary_markdown() -> str:
-    """What each metric of a trial run means: the metric registry as a Markdown table."""
-    return metric_registry.glossary_markdown()
+def glossary_markdown(only=None) -> str:
+    """What each metric of a trial run means: the metric registry as a Markdown table (``only``:
+    the metrics a search's runs hold)."""
+    return metric_registry.glossary_markdown(only)
 
 
 #: metrics shown beside the objectives in tables when trials carry them
