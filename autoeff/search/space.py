@@ -440,6 +440,15 @@ def load_space(path: Union[str, Path], overrides: Sequence[str] = (), *, check: 
 
     file = str(path)
     data = load_yaml(path, overrides)
+    if not check:
+        return _load_space(file, data, check, build_dataclass)
+    from ..tasks.userdata import files_unchanged  # (imports torch: checking does anyway)
+
+    with files_unchanged():  # tens of candidates over the same data files: each task scanned once
+        return _load_space(file, data, check, build_dataclass)
+
+
+def _load_space(file: str, data: Dict[str, Any], check: bool, build_dataclass) -> Space:
     try:
         unknown = [k for k in data if k not in RUN_SECTIONS and k not in SPACE_SECTIONS]
         if unknown:

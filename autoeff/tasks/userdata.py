@@ -22,6 +22,7 @@ share these rules, so they behave alike:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import math
@@ -329,6 +330,25 @@ def files_stamp(paths: Iterable[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+_FROZEN: Optional[Dict[Tuple[str, str], Tuple[str, str]]] = None  # see files_unchanged
+
+
+@contextlib.contextmanager
+def files_unchanged():
+    """Within this scope the users' data files are taken as unchanged: a task's fingerprint
+    (a walk of its files, a stat of each, the corpus hash) is computed once per task options and
+    reused. ``load_space`` checks tens of candidates over the same tasks (the standard-library
+    corpus has over a thousand files); outside the scope every scan looks at the files again."""
+    global _FROZEN
+    outer = _FROZEN
+    if outer is None:
+        _FROZEN = {}
+    try:
+        yield
+    finally:
+        _FROZEN = outer
+
+
 class UserDataTask(Task):
     """Base of the loaders: ``scan`` validates and plans (cached per fingerprint in-process),
     ``check_options`` runs it at config-parse time."""
@@ -354,7 +374,14 @@ class UserDataTask(Task):
     def scan(cls, o, key: str = "") -> Any:
         key = key or f"task {cls.kind}"
         cls.check_numbers(o, key)
-        ck = (cls.kind, content_hash(cls.fingerprint(o)))
+        ck = None
+        if _FROZEN is not None:
+            ok = (cls.kind, repr(dataclasses.asdict(o)))
+            ck = _FROZEN.get(ok)
+        if ck is None:
+            ck = (cls.kind, content_hash(cls.fingerprint(o)))
+            if _FROZEN is not None:
+                _FROZEN[ok] = ck
         cache = UserDataTask._scans
         if ck in cache:
             cache.move_to_end(ck)
