@@ -262,7 +262,8 @@ def _early_stopping(space: Space, cfg: RunConfig, arch: Mapping[str, float], jud
         point = [accuracy if o.name == "accuracy" else float(arch[o.name]) for o in space.objectives]
         reason = judge(i, step, point)
         if reason:
-            stop.append(f"stopped at rung {i} (step {step} of {max_steps}, rung accuracy {accuracy:.4g}): {reason}")
+            on = ", ".join(f"{o.name} {v:.4g}" for o, v in zip(space.objectives, point))
+            stop.append(f"stopped at rung {i} (step {step} of {max_steps}): ranked on {on}: {reason}")
         return not reason
 
     return rung_steps(max_steps, es), on_rung, stop

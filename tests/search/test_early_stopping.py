@@ -27,6 +27,11 @@ def test_early_stopping_prunes_records_and_explains(tmp_path, repo):
     for r in pruned:
         k = int(r.metrics["stopped_at_rung"])
         assert r.reason.startswith(f"stopped at rung {k} (step {[4, 8][k - 1]} of 12") and "non-dominated" in r.reason
+        # what it was ranked on: every objective with the value the rung compared
+        on = r.reason.split("ranked on ", 1)[1].split(": ranked", 1)[0]
+        names = res.space.objective_names
+        assert names[0] == "accuracy" and on == ", ".join(
+            [f"accuracy {r.metrics[f'rung_accuracy.{k}']:.4g}", *(f"{n} {r.metrics[n]:.4g}" for n in names[1:])])
         assert "accuracy" not in r.metrics and "test_accuracy" not in r.metrics and r.values is None
         assert f"rung_accuracy.{k}" in r.metrics and r.metrics["train_steps"] == [4, 8][k - 1]
         assert not r.checkpoint and not r.pareto
