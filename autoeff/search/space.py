@@ -287,6 +287,8 @@ def _collect_dims(node: Any, prefix: str, out: List[Tuple[str, Any]]) -> None:
                           key=f"space.{prefix}" if prefix else "space", value=node, has_value=True)
     for k, v in node.items():
         name = f"{prefix}.{k}" if prefix else str(k)
+        if v is None:  # `null`: a preset (extends:) removes its parent's dimension
+            continue
         if _is_dim_spec(v):
             out.append((name, v))
         else:
