@@ -179,6 +179,9 @@ REGISTRY: Dict[str, MetricDef] = {d.name: d for d in [
     _m("rung_accuracy.<i>", "", _MAX, "mean", _TRAIN,
        "early stopping: validation accuracy after rung i's steps (a low-fidelity figure, never the trial's "
        "accuracy)"),
+    _m("rung_loss.<i>", "nats", _MIN, "mean", _TRAIN,
+       "early stopping: validation loss (mean cross-entropy, task-weighted mean) after rung i's steps; "
+       "recorded beside rung_accuracy.<i>, a low-fidelity figure"),
     _m("rung_steps.<i>", "", _MIN, "max", _TRAIN, "early stopping: the steps rung i ends at"),
     _m("stopped_at_rung", "", _MIN, "max", _TRAIN,
        "early stopping: the rung where a pruned trial stopped (its tag reason says why)"),

@@ -45,6 +45,8 @@ class FitResult:
     hit_time_limit: bool = False
     #: validation accuracy per task at each rung reached, as (step, {task: accuracy})
     rungs: List[tuple] = field(default_factory=list)
+    #: validation loss per task (mean cross-entropy, nats) at the same rungs: {task: loss} each
+    rung_losses: List[Dict[str, float]] = field(default_factory=list)
     stopped_at_rung: int = 0  # rung index (from 1) where on_rung said stop; 0 = ran the budget
     eval_seconds: float = 0.0  # time spent evaluating at rungs (inside ``seconds``)
 
@@ -91,7 +93,7 @@ class _StepHooks(pl.Callback):
             step = trainer.global_step
             if self.on_rung is not None and step in self.rungs:
                 t0 = time.perf_counter()
-                acc = evaluate(module.model, self.tasks, "val", max_batches=self.cfg.val_batches)
+                acc = _rung_scores(module.model, self, self.result)
                 self.result.eval_seconds += time.perf_counter() - t0
                 self.result.rungs.append((step, acc))
                 if not self.on_rung(self.rungs[step], step, acc):
@@ -189,13 +191,21 @@ def _judge_missed_rungs(model: AutoEffModel, hooks: _StepHooks, step: int, resul
     if not missed:
         return
     t0 = time.perf_counter()
-    acc = evaluate(model, hooks.tasks, "val", max_batches=hooks.cfg.val_batches)
+    acc = _rung_scores(model, hooks, result, times=len(missed))
     result.eval_seconds += time.perf_counter() - t0
     for i, _ in missed:
         result.rungs.append((step, acc))
         if not hooks.on_rung(i, step, acc):
             result.stopped_at_rung = i
             return
+
+
+def _rung_scores(model: AutoEffModel, hooks: "_StepHooks", result: FitResult, times: int = 1) -> Dict[str, float]:
+    """One validation at a rung: the accuracy per task (returned) and the loss per task (kept in
+    ``result.rung_losses``, ``times`` entries: one per rung judged on this validation)."""
+    scores = evaluate_tasks(model, hooks.tasks, "val", max_batches=hooks.cfg.val_batches, with_loss=True)
+    result.rung_losses.extend({k: s["loss"] for k, s in scores.items()} for _ in range(times))
+    return {k: s["accuracy"] for k, s in scores.items()}
 
 
 def evaluate(model: AutoEffModel, tasks: Sequence[TaskData], split: str = "val", *,
@@ -208,11 +218,12 @@ def evaluate(model: AutoEffModel, tasks: Sequence[TaskData], split: str = "val",
 
 @torch.inference_mode()
 def evaluate_tasks(model: AutoEffModel, tasks: Sequence[TaskData], split: str = "val", *,
-                   batch_size: int = 64, max_batches: int = 0) -> Dict[str, Dict[str, float]]:
+                   batch_size: int = 64, max_batches: int = 0, with_loss: bool = False) -> Dict[str, Dict[str, float]]:
     """Scores of ``model`` on ``split`` of every task, keyed by task name: ``accuracy`` for every
     task; for token-target tasks (docs/decoders.md section 2) accuracy and ``loss`` (mean
     cross-entropy in nats) are over the scored positions (y != -100) of the whole split, and where
-    the task has ``bytes_per_token`` > 0 also ``bpb = loss / ln 2 / bytes_per_token``."""
+    the task has ``bytes_per_token`` > 0 also ``bpb = loss / ln 2 / bytes_per_token``.
+    ``with_loss``: classification tasks report their mean cross-entropy (``loss``) too."""
     was_training = model.training
     model.eval()
     out: Dict[str, Dict[str, float]] = {}
@@ -232,7 +243,11 @@ def evaluate_tasks(model: AutoEffModel, tasks: Sequence[TaskData], split: str = 
             else:
                 correct += int((logits.argmax(-1) == y).sum())
                 total += int(y.numel())
+                if with_loss:
+                    nats += float(F.cross_entropy(logits.float(), y, reduction="sum"))
         scores = {"accuracy": correct / max(1, total)}
+        if with_loss and not token:
+            scores["loss"] = nats / max(1, total)
         if token:
             scores["loss"] = nats / max(1, total)
             if t.spec.bytes_per_token > 0:

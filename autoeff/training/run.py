@@ -152,10 +152,13 @@ def lm_metrics(val: Mapping[str, Mapping[str, float]], test: Mapping[str, Mappin
 
 
 def _rung_metrics(fr: FitResult, rule: str, weights: Mapping[str, float]) -> Dict[str, float]:
-    """``rung_accuracy.<i>``, ``rung_steps.<i>`` (and ``stopped_at_rung``) from a fit."""
+    """``rung_accuracy.<i>``, ``rung_loss.<i>`` (the task-weighted mean validation loss),
+    ``rung_steps.<i>`` (and ``stopped_at_rung``) from a fit."""
     out: Dict[str, float] = {}
     for i, (step, per_task) in enumerate(fr.rungs, 1):
         out[f"rung_accuracy.{i}"] = aggregate(per_task, rule, weights)
+        if i <= len(fr.rung_losses):
+            out[f"rung_loss.{i}"] = aggregate(fr.rung_losses[i - 1], "weighted", weights)
         out[f"rung_steps.{i}"] = float(step)
     if fr.stopped_at_rung:
         out["stopped_at_rung"] = float(fr.stopped_at_rung)

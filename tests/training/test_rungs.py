@@ -70,3 +70,25 @@ def test_step_guard_wraps_every_step_and_the_evaluations(tmp_path):
 
     train_and_evaluate(autoeff.create_model(cfg), data, cfg, step_guard=guard)
     assert len(entered) == 3 + 1  # set-up and step 1, steps 2 and 3, then the final evaluation
+
+
+def test_a_rung_records_the_validation_loss_of_the_model_at_that_step(tmp_path):
+    """rung_loss.<i>: the mean cross-entropy on the validation split at the rung, computed by hand
+    here from the model as it stood there (the stop leaves it so)."""
+    import torch.nn.functional as F
+
+    from autoeff.training.data import eval_batches
+
+    cfg = cfg_for("full", dropout=0.0)
+    data = [load_task(t, str(tmp_path)) for t in cfg.tasks]
+    model = autoeff.create_model(cfg)
+    metrics = train_and_evaluate(model, data, cfg, rungs=[3], on_rung=lambda i, s, acc, per: False)
+    assert metrics["stopped_at_rung"] == 1 and "accuracy" not in metrics
+    model.eval()
+    nats = n = 0
+    with torch.no_grad():
+        for b in eval_batches(data[0], "val", 64, cfg.train.val_batches):
+            nats += float(F.cross_entropy(model(b["x"], b["mask"], data[0].spec.name), b["y"], reduction="sum"))
+            n += len(b["y"])
+    assert metrics["rung_loss.1"] == pytest.approx(nats / n, rel=1e-5)
+    assert metrics["rung_loss.1"] > 0.5  # three steps in: far from fitted (ListOps has 10 classes)
