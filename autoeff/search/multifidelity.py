@@ -42,12 +42,21 @@ class EarlyStopping:
     rungs: List[float] = field(default_factory=list)
     #: reduction factor: a trial continues past a rung if it is in the best 1/eta there
     eta: float = 3.0
+    #: the quality figure a rung ranks on, in the accuracy objective's place: ``accuracy`` (the
+    #: validation accuracy so far) or ``loss`` (the validation loss so far, lower is better; it
+    #: moves before accuracy leaves the majority class: experiments/rung_signals)
+    signal: str = "accuracy"
+
+
+SIGNALS = ("accuracy", "loss")
 
 
 def check_early_stopping(es: EarlyStopping, objective_names: Sequence[str]) -> Optional[tuple]:
     """None if valid, else ``(key, value, problem, allowed)`` for a ConfigError."""
     if es.eta <= 1:
         return ("search.early_stopping.eta", es.eta, "must be > 1", "a number > 1 (3 is usual)")
+    if es.signal not in SIGNALS:
+        return ("search.early_stopping.signal", es.signal, "unknown rung signal", ", ".join(SIGNALS))
     prev = 0.0
     for i, f in enumerate(es.rungs):
         if not 0 < f < 1:

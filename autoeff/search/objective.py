@@ -258,11 +258,15 @@ def _early_stopping(space: Space, cfg: RunConfig, arch: Mapping[str, float], jud
 
     max_steps = cfg.train.max_steps
 
-    def on_rung(i: int, step: int, accuracy: float, per_task: Mapping[str, float]) -> bool:
-        point = [accuracy if o.name == "accuracy" else float(arch[o.name]) for o in space.objectives]
+    def on_rung(i: int, step: int, accuracy: float, per_task: Mapping[str, float], loss: float) -> bool:
+        # the quality column (the accuracy objective's place, maximized): the accuracy so far, or
+        # with signal: loss the negated validation loss
+        quality = accuracy if es.signal == "accuracy" else -loss
+        point = [quality if o.name == "accuracy" else float(arch[o.name]) for o in space.objectives]
         reason = judge(i, step, point)
         if reason:
-            on = ", ".join(f"{o.name} {v:.4g}" for o, v in zip(space.objectives, point))
+            on = ", ".join((f"validation loss {loss:.4g}" if es.signal == "loss" else f"accuracy {accuracy:.4g}")
+                           if o.name == "accuracy" else f"{o.name} {v:.4g}" for o, v in zip(space.objectives, point))
             stop.append(f"stopped at rung {i} (step {step} of {max_steps}): ranked on {on}: {reason}")
         return not reason
 

@@ -22,8 +22,8 @@ from .data import MixedTaskBatches, eval_batches
 from .module import IGNORE, AutoEffLightning
 
 ProgressFn = Callable[[int, int, float], None]  # (step, max_steps, last loss)
-#: (rung index from 1, step, validation accuracy per task) -> continue training?
-RungFn = Callable[[int, int, Dict[str, float]], bool]
+#: (rung index from 1, step, validation accuracy per task, validation loss per task) -> continue training?
+RungFn = Callable[[int, int, Dict[str, float], Dict[str, float]], bool]
 #: a context manager around each unit of work (a step, an evaluation); see isolation
 Guard = Callable[[], ContextManager]
 
@@ -96,7 +96,7 @@ class _StepHooks(pl.Callback):
                 acc = _rung_scores(module.model, self, self.result)
                 self.result.eval_seconds += time.perf_counter() - t0
                 self.result.rungs.append((step, acc))
-                if not self.on_rung(self.rungs[step], step, acc):
+                if not self.on_rung(self.rungs[step], step, acc, self.result.rung_losses[-1]):
                     self.result.stopped_at_rung = self.rungs[step]
                     trainer.should_stop = True
         finally:
@@ -118,7 +118,7 @@ def fit(model: AutoEffModel, tasks: Sequence[TaskData], cfg: TrainConfig, *, wei
     becomes the distillation loss of ``autoeff.compress.distill``).
 
     ``rungs`` (step counts below ``max_steps``) with ``on_rung``: after each of those steps the
-    model is evaluated on the validation split and ``on_rung(rung, step, accuracy per task)``
+    model is evaluated on the validation split and ``on_rung(rung, step, accuracy per task, loss per task)``
     decides whether training goes on; a stop ends training there (``stopped_at_rung``). The
     schedule still spans ``max_steps``, so surviving every rung equals plain full training. If
     the wall-clock cap (``cfg.max_time_s``) ends training before a rung, the trial is judged at
@@ -195,7 +195,7 @@ def _judge_missed_rungs(model: AutoEffModel, hooks: _StepHooks, step: int, resul
     result.eval_seconds += time.perf_counter() - t0
     for i, _ in missed:
         result.rungs.append((step, acc))
-        if not hooks.on_rung(i, step, acc):
+        if not hooks.on_rung(i, step, acc, result.rung_losses[-1]):
             result.stopped_at_rung = i
             return
 

@@ -20,7 +20,9 @@ from .fit import FitResult, Guard, ProgressFn, evaluate, evaluate_tasks, fit
 from .teacher import load_or_train_teacher
 
 #: (rung index from 1, step, aggregated validation accuracy, per task) -> continue training?
-RungAccuracyFn = Callable[[int, int, float, Dict[str, float]], bool]
+#: (rung, step, accuracy so far aggregated like ``accuracy``, accuracy per task, task-weighted
+#: validation loss) -> continue training?
+RungAccuracyFn = Callable[[int, int, float, Dict[str, float], float], bool]
 
 
 def train_and_evaluate(model: AutoEffModel, data: Sequence[TaskData], cfg: RunConfig, *,
@@ -51,8 +53,8 @@ def train_and_evaluate(model: AutoEffModel, data: Sequence[TaskData], cfg: RunCo
     guard = step_guard or contextlib.nullcontext
     rung_cb = None
     if on_rung is not None:
-        def rung_cb(i: int, step: int, per_task: Dict[str, float]) -> bool:
-            return on_rung(i, step, aggregate(per_task, rule, weights), per_task)
+        def rung_cb(i: int, step: int, per_task: Dict[str, float], loss: Dict[str, float]) -> bool:
+            return on_rung(i, step, aggregate(per_task, rule, weights), per_task, aggregate(loss, "weighted", weights))
     soft = load_or_train_teacher(cfg, data) if cfg.compress.distill else None
     ft_steps = cfg.compress.finetune_steps(cfg.train.max_steps)
     main = cfg.train

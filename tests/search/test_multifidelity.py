@@ -87,6 +87,7 @@ def test_rung_steps_and_default_ladder():
     (EarlyStopping(rungs=[0.5, 0.2]), ["accuracy"], "search.early_stopping.rungs[1]"),
     (EarlyStopping(rungs=[1.0]), ["accuracy"], "search.early_stopping.rungs[0]"),
     (EarlyStopping(), ["latency_ms", "peak_memory_mb"], "search.early_stopping"),
+    (EarlyStopping(signal="perplexity"), ["accuracy"], "search.early_stopping.signal"),
 ])
 def test_bad_settings_name_the_key(es, objectives, key):
     assert check_early_stopping(es, objectives)[0] == key
@@ -115,3 +116,23 @@ def test_space_file_errors_are_one_line(tmp_path, repo):
                        check=False)
     assert space.search.early_stopping.eta == 4 and space.search.ray.cpus_per_trial == 2.0
     assert load_space(smoke, check=False).search.early_stopping is None  # off unless set
+
+
+@pytest.mark.parametrize("signal, quality, said", [("accuracy", 0.4, "accuracy 0.4"),
+                                                    ("loss", -1.25, "validation loss 1.25")])
+def test_a_rung_ranks_on_the_signal_it_is_given(repo, signal, quality, said):
+    """signal: loss puts the negated validation loss in the accuracy objective's column (it is
+    maximized there), and the stop's reason names it."""
+    from autoeff.search.objective import _early_stopping
+    from autoeff.search.space import load_space
+
+    space = load_space(repo / "search_spaces" / "smoke.yaml",
+                       [f"search.early_stopping={{rungs: [0.5], eta: 3, signal: {signal}}}"], check=False)
+    assert space.objective_names == ["accuracy", "latency_ms", "peak_memory_mb"]
+    cfg = space.materialize({"model.width": 32, "model.heads": 2, "attention.kind": "full"})
+    points = []
+    judge = lambda i, step, point: points.append(point) or "ranked 2 of 2"  # noqa: E731
+    steps, on_rung, stop = _early_stopping(space, cfg, {"latency_ms": 3.0, "peak_memory_mb": 5.0}, judge)
+    assert list(steps) == [cfg.train.max_steps // 2] and not on_rung(1, 6, 0.4, {"t": 0.4}, 1.25)
+    assert points == [[quality, 3.0, 5.0]]
+    assert f"ranked on {said}, latency_ms 3, peak_memory_mb 5: ranked 2 of 2" in stop[0]

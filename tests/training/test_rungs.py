@@ -30,7 +30,7 @@ def test_passing_every_rung_equals_full_budget(tmp_path, kind, att):
     fit(plain, data, cfg.train)
     laddered = autoeff.create_model(cfg)
     seen = []
-    res = fit(laddered, data, cfg.train, rungs=[1, 3], on_rung=lambda i, s, acc: seen.append((i, s, acc)) or True)
+    res = fit(laddered, data, cfg.train, rungs=[1, 3], on_rung=lambda i, s, acc, loss: seen.append((i, s, acc)) or True)
     assert [(i, s) for i, s, _ in seen] == [(1, 1), (2, 3)] and res.steps == 9 and res.stopped_at_rung == 0
     assert all(0.0 <= a <= 1.0 for _, _, acc in seen for a in acc.values())
     a, b = plain.state_dict(), laddered.state_dict()
@@ -44,7 +44,7 @@ def test_a_stop_ends_training_at_the_rung_without_an_accuracy(tmp_path):
     data = [load_task(t, str(tmp_path)) for t in cfg.tasks]
     seen = []
 
-    def on_rung(i, step, accuracy, per_task):
+    def on_rung(i, step, accuracy, per_task, loss):
         seen.append((i, step, accuracy))
         return i < 2  # stop at the second rung
 
@@ -82,7 +82,7 @@ def test_a_rung_records_the_validation_loss_of_the_model_at_that_step(tmp_path):
     cfg = cfg_for("full", dropout=0.0)
     data = [load_task(t, str(tmp_path)) for t in cfg.tasks]
     model = autoeff.create_model(cfg)
-    metrics = train_and_evaluate(model, data, cfg, rungs=[3], on_rung=lambda i, s, acc, per: False)
+    metrics = train_and_evaluate(model, data, cfg, rungs=[3], on_rung=lambda i, s, acc, per, loss: False)
     assert metrics["stopped_at_rung"] == 1 and "accuracy" not in metrics
     model.eval()
     nats = n = 0

@@ -59,7 +59,7 @@ def test_a_cap_before_a_rung_is_judged_at_every_missed_rung(tmp_path):
     data = [load_task(t, str(tmp_path)) for t in cfg.tasks]
     seen = []
     res = fit(autoeff.create_model(cfg), data, cfg.train, rungs=RUNGS,
-              on_rung=lambda i, s, acc: seen.append((i, s, acc)) or True)
+              on_rung=lambda i, s, acc, loss: seen.append((i, s, acc)) or True)
     assert res.hit_time_limit and res.stopped_at_rung == 0 and 0 < res.steps < RUNGS[0]
     assert [(i, s) for i, s, _ in seen] == [(1, res.steps), (2, res.steps)]
     assert seen[0][2] == seen[1][2] and all(0.0 <= a <= 1.0 for a in seen[0][2].values())
@@ -75,7 +75,7 @@ def test_a_cap_before_a_rung_that_stops_it_is_a_stop_without_an_accuracy(tmp_pat
     data = [load_task(t, str(tmp_path)) for t in cfg.tasks]
     seen = []
 
-    def on_rung(i, step, accuracy, per_task):
+    def on_rung(i, step, accuracy, per_task, loss):
         seen.append((i, step))
         return False
 
