@@ -21,8 +21,10 @@ $(VENV)/.installed: pyproject.toml
 search: install
 	$(BIN)/autoeff search --space $(SPACE) $(ARGS)
 
+# two pytest-xdist workers (tests that share a Ray cluster or a fixture stay on one: tests/conftest.py);
+# make test ARGS="-n 0" runs them in one process
 test: install
-	$(BIN)/python -m pytest tests $(ARGS)
+	$(BIN)/python -m pytest tests -n 2 --dist loadgroup $(ARGS)
 
 bench: install
 	$(BIN)/autoeff bench attention $(ARGS)

@@ -6,6 +6,41 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# `make test` runs two pytest-xdist workers: one core each (here and in the commands they run),
+# so that two torch thread pools do not fight over the cores. The tests pass at any thread count.
+if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+#: tests that share something one machine has once run one after another on one xdist worker:
+#: Ray clusters (a head per machine, its processes found and ended by the tests); the session's
+#: finished smoke search (`smoke_store`: every worker would run its own) and the browser tests over it
+SERIAL_GROUPS = {
+    "ray": ("tests/search/test_ray_backend.py", "tests/search/test_ray_driver.py",
+            "tests/test_plugins.py::test_ray_workers_find_the_plugin"),
+    "smoke_store": ("tests/ui/",),
+}
+#: files whose tests share a module-scoped fixture (a bench run, a trained supernet): one worker each
+WHOLE_FILES = ("tests/bench/test_deploy_bench.py", "tests/bench/test_bench_attention.py",
+               "tests/supernet/test_supernet.py", "tests/tracking/test_mlflow_layout.py")
+
+
+def _xdist_group(item) -> str:
+    for group, prefixes in SERIAL_GROUPS.items():
+        if item.nodeid.startswith(prefixes):
+            return group
+    if "smoke_store" in getattr(item, "fixturenames", ()):
+        return "smoke_store"
+    path = item.nodeid.split("::")[0]
+    return path if path in WHOLE_FILES else ""
+
+
+def pytest_collection_modifyitems(config, items):
+    """Groups for `pytest -n 2 --dist loadgroup` (make test); without xdist the marks do nothing."""
+    for item in items:
+        group = _xdist_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
