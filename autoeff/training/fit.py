@@ -246,12 +246,10 @@ def evaluate_tasks(model: AutoEffModel, tasks: Sequence[TaskData], split: str = 
                 if with_loss:
                     nats += float(F.cross_entropy(logits.float(), y, reduction="sum"))
         scores = {"accuracy": correct / max(1, total)}
-        if with_loss and not token:
+        if token or with_loss:
             scores["loss"] = nats / max(1, total)
-        if token:
-            scores["loss"] = nats / max(1, total)
-            if t.spec.bytes_per_token > 0:
-                scores["bpb"] = bits_per_byte(scores["loss"], t.spec.bytes_per_token)
+        if token and t.spec.bytes_per_token > 0:
+            scores["bpb"] = bits_per_byte(scores["loss"], t.spec.bytes_per_token)
         out[t.spec.name] = scores
     model.train(was_training)
     return out

@@ -19,7 +19,6 @@ from ..tasks.base import TaskData
 from .fit import FitResult, Guard, ProgressFn, evaluate, evaluate_tasks, fit
 from .teacher import load_or_train_teacher
 
-#: (rung index from 1, step, aggregated validation accuracy, per task) -> continue training?
 #: (rung, step, accuracy so far aggregated like ``accuracy``, accuracy per task, task-weighted
 #: validation loss) -> continue training?
 RungAccuracyFn = Callable[[int, int, float, Dict[str, float], float], bool]
@@ -157,10 +156,9 @@ def _rung_metrics(fr: FitResult, rule: str, weights: Mapping[str, float]) -> Dic
     """``rung_accuracy.<i>``, ``rung_loss.<i>`` (the task-weighted mean validation loss),
     ``rung_steps.<i>`` (and ``stopped_at_rung``) from a fit."""
     out: Dict[str, float] = {}
-    for i, (step, per_task) in enumerate(fr.rungs, 1):
+    for i, ((step, per_task), loss) in enumerate(zip(fr.rungs, fr.rung_losses), 1):  # one loss per rung
         out[f"rung_accuracy.{i}"] = aggregate(per_task, rule, weights)
-        if i <= len(fr.rung_losses):
-            out[f"rung_loss.{i}"] = aggregate(fr.rung_losses[i - 1], "weighted", weights)
+        out[f"rung_loss.{i}"] = aggregate(loss, "weighted", weights)
         out[f"rung_steps.{i}"] = float(step)
     if fr.stopped_at_rung:
         out["stopped_at_rung"] = float(fr.stopped_at_rung)
