@@ -47,9 +47,10 @@ PER_TASK_METRICS = metric_names(phase="architecture", per_task=True)
 #: timing/allocation figures: a failed constraint is confirmed by a second measurement
 NOISY_METRICS = metric_names(phase="architecture", noisy=True)
 Log = Callable[[str], None]
-#: (rung index from 1, step, point: objective values with the rung's accuracy) -> None to go on,
-#: or the reason to stop (provided by the backend, which knows the other trials' rung points)
-RungJudge = Callable[[int, int, List[float]], Optional[str]]
+#: (rung index from 1, step, point: objective values with the rung's quality signal, learned:
+#: whether the point shows learning, None when not judged) -> None to go on, or the reason to stop
+#: (provided by the backend, which knows the other trials' rung points)
+RungJudge = Callable[[int, int, List[float], Optional[bool]], Optional[str]]
 
 
 def _agg_rule(objectives: Sequence[Objective], metric: str, default: str) -> str:
@@ -222,7 +223,7 @@ def run_trial(space: Space, params: Mapping[str, Any], number: int, *, artifacts
             with gate().work():
                 data = [load_task(t, cfg.data_dir, log) for t in cfg.tasks]
             del deployed
-            rungs, on_rung, stop = _early_stopping(space, cfg, dict(rec.metrics), rung_judge)
+            rungs, on_rung, stop = _early_stopping(space, cfg, dict(rec.metrics), rung_judge, data)
             rec.metrics.update(train_and_evaluate(model, data, cfg, progress=progress, rungs=rungs, on_rung=on_rung,
                                                   step_guard=gate().work))  # model: now as deployed
             rec.metrics["trained"] = 1.0
@@ -244,26 +245,34 @@ def run_trial(space: Space, params: Mapping[str, Any], number: int, *, artifacts
     return rec
 
 
-def _early_stopping(space: Space, cfg: RunConfig, arch: Mapping[str, float], judge: Optional[RungJudge]):
+def _early_stopping(space: Space, cfg: RunConfig, arch: Mapping[str, float], judge: Optional[RungJudge],
+                    data: Sequence[Any] = ()):
     """Rung steps and the ``on_rung`` callback for :func:`train_and_evaluate` (none without
     ``search.early_stopping`` or a judge). The callback builds the trial's point at a rung (the
     rung's accuracy and the deployed model's costs measured before training, in the objectives'
-    order), asks the judge, and on a stop keeps the reason in ``stop`` (a one-element list once
-    stopped)."""
+    order), tells whether it shows learning (``learned_first``: against the tasks' majority class
+    and class-prior loss in ``data``, combined as the rung's figures are; None without data), asks
+    the judge, and on a stop keeps the reason in ``stop`` (a one-element list once stopped)."""
     es = space.search.early_stopping
     stop: List[str] = []
     if es is None or judge is None:
         return (), None, stop
-    from .multifidelity import rung_steps
+    from .multifidelity import has_learned, rung_steps
 
     max_steps = cfg.train.max_steps
+    baselines = None
+    if es.learned_first and data:
+        weights = {t.name: t.weight for t in cfg.tasks}
+        baselines = (aggregate({t.spec.name: t.majority_accuracy("val") for t in data}, cfg.train.aggregate, weights),
+                     aggregate({t.spec.name: t.prior_loss("val") for t in data}, "weighted", weights))
 
     def on_rung(i: int, step: int, accuracy: float, per_task: Mapping[str, float], loss: float) -> bool:
         # the quality column (the accuracy objective's place, maximized): the accuracy so far, or
         # with signal: loss the negated validation loss
         quality = accuracy if es.signal == "accuracy" else -loss
         point = [quality if o.name == "accuracy" else float(arch[o.name]) for o in space.objectives]
-        reason = judge(i, step, point)
+        learned = None if baselines is None else has_learned(es, accuracy, baselines[0], loss, baselines[1])
+        reason = judge(i, step, point, learned)
         if reason:
             on = ", ".join((f"validation loss {loss:.4g}" if es.signal == "loss" else f"accuracy {accuracy:.4g}")
                            if o.name == "accuracy" else f"{o.name} {v:.4g}" for o, v in zip(space.objectives, point))

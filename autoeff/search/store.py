@@ -15,8 +15,9 @@ onto the study:
   ``duplicate``, not counted);
 - **the reference**: the reference model's figures (relative constraints), measured once per
   study and kind of machine, the first stored wins;
-- **rung points**: early stopping's points per rung (user attrs ``autoeff.rung.<i>``), judged by
-  :class:`StudyRungJudge` in whatever process or machine a trial runs;
+- **rung points**: early stopping's points per rung (user attrs ``autoeff.rung.<i>``, with
+  ``autoeff.rung_learned.<i>``), judged by :class:`StudyRungJudge` in whatever process or machine
+  a trial runs, and read back by the sampler (:func:`rung_model_proposal`);
 - **finalists**: trials a strategy adds after the search (one-shot), run once each;
 - **the space fingerprint**: a resumed study with another space (or other objectives) is refused
   with one ConfigError naming the keys that changed.
@@ -30,6 +31,16 @@ TPE by default (multivariate, grouped: the space is conditional), NSGA-II or ran
 Constraints go to the sampler through ``Trial.set_constraint``, so infeasible trials never enter
 the front. Optuna cannot prune multi-objective trials through ``report``; a trial stopped early is
 told PRUNED without values (samplers treat it as a bad region, its record says why).
+
+The sampler learns from the rungs too (``search.early_stopping.inform_sampler``, TPE): until
+``startup_trials`` (or TPE's 10) trials have finished the full budget, a proposal comes from a TPE
+fitted to the points of the highest rung that holds that many trials, at least one of which has
+learned (BOHB's rule, Falkner et al. 2018, on Optuna's multi-objective TPE): an in-memory study
+with one trial per rung point (its values are the rung's point; one that has not learned is
+infeasible there), the infeasible architectures with their constraints, and the trials stopped
+before that rung as pruned. That study is the sampler's model only: the search's study keeps its
+complete trials full-budget, and the proposal enters it as an enqueued trial
+(``autoeff.proposed_by`` says which rung proposed it). See :func:`rung_model_proposal`.
 """
 from __future__ import annotations
 
@@ -67,6 +78,8 @@ CLAIMED = "autoeff.claimed"  # system attr: the trial was counted towards n_tria
 INTERRUPTED = "autoeff.interrupted"
 FAIL_REASON = "autoeff.fail_reason"
 RUNG = "autoeff.rung."  # user attr prefix: the trial's point at rung i (objective order)
+LEARNED = "autoeff.rung_learned."  # user attr prefix: whether that point showed learning (learned_first)
+PROPOSED_BY = "autoeff.proposed_by"  # user attr: which model proposed the trial (see rung_model_proposal)
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
 REFERENCE = "autoeff.reference"  # study user attr: the reference model's figures (relative constraints)
 FINALIZING = "autoeff.finalizing"  # study system attr: the worker writing the front right now
@@ -320,6 +333,13 @@ class StudyStore:
             for _ in range(MAX_DUPLICATES):
                 if self._n_trials() != self._asked:  # another worker asked since: a fresh stream
                     self.study.sampler = self._sampler(seed_offset=self._n_trials())
+                try:
+                    proposal = rung_model_proposal(self.space, self.study, seed=self.space.search.seed + self._n_trials())
+                except Exception as e:  # the model is an aid: without it the study's own sampler proposes
+                    log(f"the rung model could not propose ({type(e).__name__}: {e}); the sampler proposes")
+                    proposal = None
+                if proposal is not None:
+                    self.study.enqueue_trial(proposal[0], user_attrs={PROPOSED_BY: proposal[1]}, skip_if_exists=False)
                 trial = self._ask()
                 try:
                     params = self.space.sample(_OptunaSuggest(trial))
@@ -447,18 +467,75 @@ class StudyRungJudge:
         names = space.objective_names
         self.seed_column = names.index("accuracy") if "accuracy" in names else 0
 
-    def __call__(self, rung: int, step: int, point: List[float]) -> Optional[str]:
-        key = f"{RUNG}{rung}"
+    def __call__(self, rung: int, step: int, point: List[float], learned: Optional[bool] = None) -> Optional[str]:
+        key, lkey = f"{RUNG}{rung}", f"{LEARNED}{rung}"
         self.storage.set_trial_user_attr(self.trial_id, key, [float(v) for v in point])
-        recorded = []
+        if learned is not None:
+            self.storage.set_trial_user_attr(self.trial_id, lkey, bool(learned))
+        recorded, flags = [], []
         for ft in self.storage.get_all_trials(self.study_id, deepcopy=False):
             if ft.number == self.number or key not in ft.user_attrs or ft.system_attrs.get(INTERRUPTED):
                 continue
             if (ft.user_attrs.get(RECORD) or {}).get("status") == DUPLICATE:
                 continue
             recorded.append(ft.user_attrs[key])
-        d = decide(point, recorded, self.directions, self.eta, self.seed_column)
+            flags.append(bool(ft.user_attrs.get(lkey, True)))  # a point judged without the flag: as learned
+        d = decide(point, recorded, self.directions, self.eta, self.seed_column, learned=learned,
+                   recorded_learned=flags if learned is not None else None)
         return None if d.keep else d.reason(self.eta)
+
+
+def rung_model_proposal(space: Space, study: optuna.Study, seed: int) -> Optional[Tuple[Dict[str, Any], str]]:
+    """The next candidate from a TPE fitted to rung points, or None when the study's own sampler
+    should propose (see the module docstring): ``(params, "rung <i>: <n> trials")``.
+
+    Used only with ``search.early_stopping.inform_sampler`` and the TPE sampler, and only while
+    fewer than ``n_min`` (``startup_trials``, else 10) trials have finished the full budget; the rung
+    is the highest one holding ``n_min`` non-duplicate points, at least one of which has learned."""
+    s = space.search
+    es = s.early_stopping
+    if es is None or not es.inform_sampler or s.sampler != "tpe":
+        return None
+    n_min = s.startup_trials or 10
+    trials = [ft for ft in study.get_trials(deepcopy=False, states=FINISHED_STATES)
+              if (ft.user_attrs.get(RECORD) or {}).get("status") not in (None, DUPLICATE)
+              and FINALIST_OF not in ft.user_attrs and not ft.system_attrs.get(INTERRUPTED)]
+    done = [ft for ft in trials if (ft.user_attrs[RECORD].get("status") == "complete")]
+    if len(done) >= n_min:
+        return None  # enough full-budget trials: the study's own TPE
+    rungs = sorted({int(k[len(RUNG):]) for ft in trials for k in ft.user_attrs if k.startswith(RUNG)}, reverse=True)
+    for r in rungs:
+        key, lkey = f"{RUNG}{r}", f"{LEARNED}{r}"
+        at = [ft for ft in trials if key in ft.user_attrs]
+        if len(at) >= n_min and any(ft.user_attrs.get(lkey, True) for ft in at):
+            break
+    else:
+        return None
+    shadow = optuna.create_study(directions=space.directions, sampler=optuna.samplers.TPESampler(
+        seed=seed, multivariate=True, group=True, n_startup_trials=n_min))
+    n_constraints = len(space.constraints)
+    q = space.objective_names.index("accuracy")  # the rung signal's column (checked: early stopping needs it)
+    worst = min(float(ft.user_attrs[key][q]) for ft in at)  # an infeasible architecture's quality there
+    for ft in trials:
+        rec = ft.user_attrs[RECORD]
+        if key in ft.user_attrs:  # reached the rung: its point there (infeasible there if it had not learned)
+            cons = {"learned": 0.0 if ft.user_attrs.get(lkey, True) else 1.0}
+            cons.update({f"c{j}": 0.0 for j in range(n_constraints)})
+            shadow.add_trial(optuna.trial.create_trial(params=ft.params, distributions=ft.distributions,
+                                                       values=ft.user_attrs[key], constraints=cons))
+        elif rec.get("status") == "infeasible" and ft.values is not None:  # the architecture breaks a constraint
+            cons = {"learned": 0.0}
+            cons.update({f"c{j}": float(v) for j, v in enumerate(rec.get("violations") or [0.0] * n_constraints)})
+            values = [worst if j == q else float(v) for j, v in enumerate(ft.values)]
+            shadow.add_trial(optuna.trial.create_trial(params=ft.params, distributions=ft.distributions,
+                                                       values=values, constraints=cons))
+        elif rec.get("status") in ("pruned", "failed"):  # stopped before this rung, or failed: a bad region
+            shadow.add_trial(optuna.trial.create_trial(params=ft.params, distributions=ft.distributions,
+                                                       state=TrialState.PRUNED if rec.get("status") == "pruned"
+                                                       else TrialState.FAIL))
+    trial = shadow.ask()
+    params = space.sample(_OptunaSuggest(trial))
+    return params, f"rung {r}: {len(at)} trials"
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:

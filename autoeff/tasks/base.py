@@ -59,6 +59,22 @@ class TaskData:
         y = y[y >= 0]
         return float(torch.bincount(y).max().item() / len(y)) if len(y) else 0.0
 
+    def prior_loss(self, split: str = "val") -> float:
+        """Cross-entropy (nats) on ``split`` of always answering the training split's target
+        frequencies (the loss of a model that has learned only the class prior; token targets:
+        over scored positions). A target the training split never shows counts at frequency
+        1 / (training targets + 1)."""
+        tr = self.splits["train"].y.reshape(-1)
+        tr = tr[tr >= 0]
+        y = self.splits[split].y.reshape(-1)
+        y = y[y >= 0]
+        if not len(tr) or not len(y):
+            return 0.0
+        n = int(max(tr.max().item(), y.max().item())) + 1
+        counts = torch.bincount(tr, minlength=n).double()
+        p = torch.where(counts > 0, counts / counts.sum(), torch.full_like(counts, 1.0 / (len(tr) + 1)))
+        return float(-torch.log(p[y]).mean().item())
+
 
 class Task:
     """Base class; subclasses set ``options`` and implement ``spec`` and ``build``."""

@@ -18,8 +18,9 @@ def test_early_stopping_prunes_records_and_explains(tmp_path, repo):
     # eta = 100: only the point ranked first at a rung goes on, i.e. a trial continues only if no
     # trial before it reached that rung with a higher accuracy (ties go to the earlier trial); this
     # depends on accuracies alone, not on timing noise
-    res = run_search(str(repo / "search_spaces" / "smoke.yaml"),
-                     overrides(tmp_path, "search.early_stopping={rungs: [0.34, 0.67], eta: 100}"), quiet=True)
+    # (learned_first off: the plain multi-objective rule; the learned-first order has its own tests)
+    es = "search.early_stopping={rungs: [0.34, 0.67], eta: 100, learned_first: false}"
+    res = run_search(str(repo / "search_spaces" / "smoke.yaml"), overrides(tmp_path, es), quiet=True)
     pruned = [r for r in res.records if r.status == "pruned"]
     complete = [r for r in res.records if r.status == "complete"]
     assert len(res.records) == 6 and pruned and complete and len(pruned) + len(complete) == 6
@@ -84,7 +85,7 @@ def test_a_reproposed_stopped_candidate_is_answered_as_stopped(tmp_path, repo):
     from autoeff.search.space import load_space
     from autoeff.search.store import RECORD, StudyStore
 
-    ov = overrides(tmp_path, "search.early_stopping={rungs: [0.34, 0.67], eta: 100}")
+    ov = overrides(tmp_path, "search.early_stopping={rungs: [0.34, 0.67], eta: 100, learned_first: false}")
     run_search(str(repo / "search_spaces" / "smoke.yaml"), ov, quiet=True, track=False)
     store = StudyStore(load_space(repo / "search_spaces" / "smoke.yaml", ov))
     twin = next(t for t in store.study.trials if t.state == TrialState.PRUNED)

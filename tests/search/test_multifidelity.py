@@ -131,8 +131,97 @@ def test_a_rung_ranks_on_the_signal_it_is_given(repo, signal, quality, said):
     assert space.objective_names == ["accuracy", "latency_ms", "peak_memory_mb"]
     cfg = space.materialize({"model.width": 32, "model.heads": 2, "attention.kind": "full"})
     points = []
-    judge = lambda i, step, point: points.append(point) or "ranked 2 of 2"  # noqa: E731
+    judge = lambda i, step, point, learned: points.append(point) or "ranked 2 of 2"  # noqa: E731
     steps, on_rung, stop = _early_stopping(space, cfg, {"latency_ms": 3.0, "peak_memory_mb": 5.0}, judge)
     assert list(steps) == [cfg.train.max_steps // 2] and not on_rung(1, 6, 0.4, {"t": 0.4}, 1.25)
     assert points == [[quality, 3.0, 5.0]]
     assert f"ranked on {said}, latency_ms 3, peak_memory_mb 5: ranked 2 of 2" in stop[0]
+
+
+DIRS = ["maximize", "minimize", "minimize"]
+
+
+def test_a_cheap_model_that_learned_nothing_does_not_pass_on_cost():
+    """Learned first: a point that has learned comes before every point that has not, however
+    cheap; without the flags the cheap point wins on cost (the order issue 19 measured)."""
+    from autoeff.search.multifidelity import decide
+
+    learning = [-1.10, 9.0, 9.0]  # expensive, loss falling
+    slower = [-1.15, 10.0, 10.0]  # learning too, dominated by the first
+    cheap = [-1.31, 1.0, 1.0]  # far cheaper, loss at the class prior's
+    d = decide(cheap, [learning, slower], DIRS, eta=1.5)  # 2 of 3 go on
+    assert d.keep and d.position == 1  # no flags: not dominated, it goes on on its cost
+    d = decide(cheap, [learning, slower], DIRS, eta=1.5, learned=False, recorded_learned=[True, True])
+    assert not d.keep and d.position == 2 and d.n_learned == 2
+    assert d.reason(1.5).startswith("has not learned yet") and "costs not compared" in d.reason(1.5)
+    assert decide(slower, [learning, cheap], DIRS, eta=1.5, learned=True, recorded_learned=[True, False]).keep
+
+
+def test_points_that_learned_nothing_rank_on_the_signal_alone():
+    from autoeff.search.multifidelity import decide, learned_first_order
+
+    rows = [[-1.30, 1.0, 1.0], [-1.29, 50.0, 50.0], [-1.31, 0.5, 0.5], [-0.9, 9.0, 9.0], [-0.8, 20.0, 20.0]]
+    flags = [False, False, False, True, True]
+    order = learned_first_order(rows, DIRS, flags)
+    assert order[:2] in ([4, 3], [3, 4]) and order[2:] == [1, 0, 2]  # then the lowest loss first, costs ignored
+    # the best not-learned point (the expensive one at 1.29) beats the cheaper ones at a rung of them alone
+    assert decide(rows[1], [rows[0], rows[2]], DIRS, eta=3, learned=False, recorded_learned=[False, False]).keep
+    assert not decide(rows[2], [rows[0], rows[1]], DIRS, eta=3, learned=False, recorded_learned=[False, False]).keep
+    # among the learned ones it is the usual non-dominated rule, counted among them only
+    d = decide([-0.95, 30.0, 30.0], rows[:4], DIRS, eta=3, learned=True, recorded_learned=flags[:4])
+    assert d.dominated_by == 1 and "among the 2 that have learned" in d.reason(3)
+
+
+@pytest.mark.parametrize("acc, loss, learned", [(0.385, 1.300, False), (0.396, 1.300, True),
+                                                (0.385, 1.280, True), (0.394, 1.290, False)])
+def test_has_learned_against_majority_and_prior(acc, loss, learned):
+    from autoeff.search.multifidelity import EarlyStopping, has_learned
+
+    # majority 0.385, prior loss 1.301 (the default study's tasks); margin 0.01: accuracy > 0.395
+    # or loss < 1.288
+    assert has_learned(EarlyStopping(), acc, 0.385, loss, 1.301) is learned
+
+
+def test_prior_loss_is_the_cross_entropy_of_the_training_frequencies():
+    import math
+
+    import torch
+
+    from autoeff.config import TaskSpec
+    from autoeff.tasks.base import Split, TaskData
+
+    def split(y):
+        return Split(torch.zeros(len(y), 4, dtype=torch.long), torch.ones(len(y), 4, dtype=torch.bool), torch.tensor(y))
+
+    data = TaskData(TaskSpec(input_kind="tokens", seq_len=4, num_classes=3, vocab_size=8, name="t"),
+                    {"train": split([0, 0, 0, 1]), "val": split([0, 1, 1, 2]), "test": split([0])})
+    p0, p1, p2 = 3 / 4, 1 / 4, 1 / 5  # class 2 never in training: 1 / (4 + 1)
+    expected = -(math.log(p0) + 2 * math.log(p1) + math.log(p2)) / 4
+    assert data.prior_loss("val") == pytest.approx(expected, rel=1e-9)
+    assert data.prior_loss("train") == pytest.approx(-(3 * math.log(p0) + math.log(p1)) / 4, rel=1e-9)
+
+
+@pytest.mark.parametrize("acc, loss, learned_first, flag", [(0.30, 1.09, True, False), (0.50, 1.09, True, True),
+                                                            (0.30, 0.90, True, True), (0.50, 0.90, False, None)])
+def test_the_rung_point_says_whether_it_learned(repo, acc, loss, learned_first, flag):
+    """The judge hears, with each point, whether it shows learning against the tasks' own
+    baselines (majority class 1/3, class prior loss ln 3 = 1.0986 here); none with learned_first off."""
+    import torch
+
+    from autoeff.config import TaskSpec
+    from autoeff.search.objective import _early_stopping
+    from autoeff.search.space import load_space
+    from autoeff.tasks.base import Split, TaskData
+
+    space = load_space(repo / "search_spaces" / "smoke.yaml",
+                       [f"search.early_stopping={{rungs: [0.5], signal: loss, learned_first: {str(learned_first).lower()}}}"],
+                       check=False)
+    cfg = space.materialize({"model.width": 32, "model.heads": 2, "attention.kind": "full"})
+    y = torch.tensor([0, 1, 2] * 4)
+    sp = Split(torch.ones(12, 4, dtype=torch.long), torch.ones(12, 4, dtype=torch.bool), y)
+    data = [TaskData(TaskSpec(input_kind="tokens", seq_len=4, num_classes=3, vocab_size=8, name=cfg.tasks[0].name),
+                     {"train": sp, "val": sp, "test": sp})]
+    heard = []
+    judge = lambda i, step, point, learned: heard.append(learned)  # noqa: E731  (None: go on)
+    _, on_rung, _ = _early_stopping(space, cfg, {"latency_ms": 3.0, "peak_memory_mb": 5.0}, judge, data)
+    assert on_rung(1, 6, acc, {"t": acc}, loss) and heard == [flag]

@@ -142,3 +142,90 @@ def test_the_search_engine_uses_no_private_optuna_or_ray_api():
     hits = [f"{p.relative_to(SEARCH)}:{i}" for p in sorted(SEARCH.rglob("*.py"))
             for i, line in enumerate(p.read_text().splitlines(), 1) if private.search(line)]
     assert not hits, hits
+
+
+def _rung_space(repo, tmp_path, *extra):
+    return load_space(repo / "search_spaces" / "smoke.yaml",
+                      ["search.n_trials=40", "search.sampler=tpe", "search.startup_trials=6",
+                       "search.early_stopping={rungs: [0.5], signal: loss}", "search.remeasure_front=false",
+                       f"search.storage=sqlite:///{tmp_path}/study.db", f"search.artifacts={tmp_path}/art", *extra])
+
+
+def _stopped_at_rung(store, space, params, loss, learned, cost):
+    """A trial of ``params`` stopped at rung 1 with validation loss ``loss`` (as the judge stores it)."""
+    from autoeff.search.store import LEARNED, RUNG
+
+    store.study.enqueue_trial(params)
+    trial = store.study.ask()
+    space.sample(_suggest(trial))
+    trial.set_user_attr(f"{RUNG}1", [-loss, cost, cost])
+    trial.set_user_attr(f"{LEARNED}1", learned)
+    store.tell(trial, TrialRecord(number=trial.number, status="pruned", params=dict(params), reason="stopped"))
+    return trial
+
+
+def _suggest(trial):
+    from autoeff.search.store import _OptunaSuggest
+
+    return _OptunaSuggest(trial)
+
+
+def _params(kind, width, depth=1):
+    p = {"model.depth": depth, "model.width": width, "model.heads": 2, "attention.kind": kind}
+    if kind == "linformer":
+        p["attention.linformer.rank"] = 16
+    return p
+
+
+def test_the_sampler_learns_from_rung_points(repo, tmp_path):
+    """Early stopping's rung points inform the proposals (BOHB's rule on a TPE over them): where
+    only linformer trials learned at the rung, the rung model proposes linformer far more often
+    than the 1 in 2 of a blind draw; it waits for enough points with some learning, and hands
+    back to the study's own TPE once enough trials finished the full budget."""
+    from autoeff.search.store import PROPOSED_BY, rung_model_proposal
+
+    space = _rung_space(repo, tmp_path)
+    store = StudyStore(space)
+    assert rung_model_proposal(space, store.study, seed=0) is None  # nothing yet
+    for i in range(6):  # six points, none learned: a rung that cannot tell quality yet
+        _stopped_at_rung(store, space, _params("full", 32 if i % 2 else 64, 1 + i // 3), 1.30 + 0.001 * i, False, 1.0)
+    assert rung_model_proposal(space, store.study, seed=0) is None
+    for i in range(6):  # linformer learned; they cost more
+        _stopped_at_rung(store, space, _params("linformer", 32 if i % 2 else 64, 1 + i // 3), 0.9 + 0.01 * i, True, 5.0)
+    kinds = [rung_model_proposal(space, store.study, seed=s)[0]["attention.kind"] for s in range(20)]
+    assert kinds.count("linformer") >= 18, kinds  # without the "learned" constraint: 15 of 20 here
+    _, by = rung_model_proposal(space, store.study, seed=0)
+    assert by == "rung 1: 12 trials"
+
+    trial, params, rec, why = store.claim(say)  # the claim enqueues the model's proposal
+    assert rec is None and trial.user_attrs[PROPOSED_BY] == "rung 1: 12 trials" and trial.params == params
+
+    off = _rung_space(repo, tmp_path, "search.study_name=blind",
+                      "search.early_stopping={rungs: [0.5], signal: loss, inform_sampler: false}")
+    assert rung_model_proposal(off, store.study, seed=0) is None
+
+    for i in range(6):  # six trials finished the full budget: the study's own TPE proposes again
+        store.study.enqueue_trial(_params("linformer", 64, 2))
+        t = store.study.ask()
+        p = space.sample(_suggest(t))
+        store.tell(t, complete(space, t.number, p, 0.5))
+    assert rung_model_proposal(space, store.study, seed=0) is None
+
+
+def test_the_rung_judge_keeps_the_learned_flag_and_ranks_learned_first(repo, tmp_path):
+    """The judge stores each point's flag beside it (``autoeff.rung_learned.<i>``) and ranks a
+    later point against the stored ones learned first: a cheap point that has not learned stops
+    behind an expensive one that has (eta 2: one of two goes on)."""
+    from autoeff.search.store import LEARNED, RUNG
+
+    space = _rung_space(repo, tmp_path, "search.early_stopping={rungs: [0.5], eta: 2, signal: loss}")
+    store = StudyStore(space)
+    first, _, _, _ = store.claim(say)
+    second, _, _, _ = store.claim(say)
+    assert store.rung_judge(first)(1, 6, [-0.9, 5.0, 5.0], True) is None  # the first at a rung goes on
+    stored = store.study.get_trials(deepcopy=False)[first.number].user_attrs
+    assert stored[f"{RUNG}1"] == [-0.9, 5.0, 5.0] and stored[f"{LEARNED}1"] is True
+    reason = store.rung_judge(second)(1, 6, [-1.3, 1.0, 1.0], False)
+    assert reason and reason.startswith("has not learned yet")
+    third, _, _, _ = store.claim(say)  # without flags (learned_first off) the cheap point is not dominated
+    assert store.rung_judge(third)(1, 6, [-1.3, 1.0, 0.9], None) is None

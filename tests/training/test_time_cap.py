@@ -110,7 +110,8 @@ def test_a_trial_the_cap_cut_before_a_rung_that_stops_it_is_pruned(tmp_path, rep
                         "search.early_stopping={rungs: [0.111, 0.333], eta: 3}"])
     asked = []
 
-    def judge(rung, step, point):
+    def judge(rung, step, point, learned):
+        assert isinstance(learned, bool)  # judged against the task's majority class and class prior
         asked.append((rung, step))
         return "worse than the rung's best third"
 
