@@ -327,6 +327,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", default="0", help="comma-separated seeds")
     p.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms to run")
     p.add_argument("--jobs", type=int, default=2, help="arms run side by side")
+    p.add_argument("--plan", default="", help="arm:seed,... in this order (default: every arm of every seed)")
     p.add_argument("--out", default=str(HERE))
     p.add_argument("--analyze", action="store_true", help="only tables and plot from the stores")
     p.add_argument("--smoke", action="store_true", help="tiny budgets, into a temporary folder")
@@ -341,7 +342,8 @@ def main(argv=None) -> int:
         moasha_arm(out, seeds[0], a.smoke)
         return 0
     if not a.analyze:
-        jobs = [(arm, s) for s in seeds for arm in a.arms.split(",")]
+        jobs = [(j.split(":")[0], int(j.split(":")[1])) for j in a.plan.split(",")] if a.plan else \
+            [(arm, s) for s in seeds for arm in a.arms.split(",")]
         with cf.ThreadPoolExecutor(max_workers=a.jobs) as pool:
             for fut in [pool.submit(run_arm, out, arm, s, a.smoke) for arm, s in jobs]:
                 fut.result()
