@@ -86,6 +86,7 @@ FINALIZING = "autoeff.finalizing"  # study system attr: the worker writing the f
 SPACE = "autoeff.space"  # study user attr: the space's fingerprint (Space.fingerprint), compared on resume
 SPACE_SPEC = "autoeff.space_spec"  # study user attr: what the fingerprint covers, key by key (to name changes)
 MAX_DUPLICATES = 25  # consecutive already-tried proposals before the space counts as exhausted
+RUNG_MODEL_TRIES = 3  # the rung model's proposals per claim that may be twins before the sampler proposes
 
 
 def space_spec(space: Space) -> Dict[str, str]:
@@ -333,11 +334,7 @@ class StudyStore:
             for _ in range(MAX_DUPLICATES):
                 if self._n_trials() != self._asked:  # another worker asked since: a fresh stream
                     self.study.sampler = self._sampler(seed_offset=self._n_trials())
-                try:
-                    proposal = rung_model_proposal(self.space, self.study, seed=self.space.search.seed + self._n_trials())
-                except Exception as e:  # the model is an aid: without it the study's own sampler proposes
-                    log(f"the rung model could not propose ({type(e).__name__}: {e}); the sampler proposes")
-                    proposal = None
+                proposal = self._rung_proposal(log)
                 if proposal is not None:
                     self.study.enqueue_trial(proposal[0], user_attrs={PROPOSED_BY: proposal[1]}, skip_if_exists=False)
                 trial = self._ask()
@@ -355,6 +352,22 @@ class StudyStore:
             log(f"the sampler proposed {MAX_DUPLICATES} already-tried candidates in a row: "
                 "the space looks exhausted, stopping early")
             return Claim(None, {}, None, "exhausted")
+
+    def _rung_proposal(self, log) -> Optional[Tuple[Dict[str, Any], str]]:
+        """A new candidate from :func:`rung_model_proposal`, or None (the study's own sampler
+        proposes). The rung model exploits: it tends to re-propose its best point, a candidate
+        already tried; after ``RUNG_MODEL_TRIES`` such twins the study's sampler proposes instead
+        (so a chain of re-proposals cannot end the search as an exhausted space)."""
+        seed = self.space.search.seed + self._n_trials()
+        for k in range(RUNG_MODEL_TRIES):
+            try:
+                proposal = rung_model_proposal(self.space, self.study, seed=seed + 7919 * k)
+            except Exception as e:  # the model is an aid: without it the study's own sampler proposes
+                log(f"the rung model could not propose ({type(e).__name__}: {e}); the sampler proposes")
+                return None
+            if proposal is None or self.twin(proposal[0]) is None:
+                return proposal
+        return None
 
     def tell(self, trial: optuna.Trial, rec: TrialRecord) -> None:
         """Store a finished trial's record and tell Optuna: COMPLETE with values (complete,

@@ -229,3 +229,27 @@ def test_the_rung_judge_keeps_the_learned_flag_and_ranks_learned_first(repo, tmp
     assert reason and reason.startswith("has not learned yet")
     third, _, _, _ = store.claim(say)  # without flags (learned_first off) the cheap point is not dominated
     assert store.rung_judge(third)(1, 6, [-1.3, 1.0, 0.9], None) is None
+
+
+def test_a_rung_model_that_insists_on_a_tried_candidate_hands_over_to_the_sampler(repo, tmp_path, monkeypatch):
+    """The rung model exploits and may re-propose a tried candidate again and again; after
+    RUNG_MODEL_TRIES twins in one claim the study's own sampler proposes (no chain of duplicates
+    that would end the search as an exhausted space)."""
+    import autoeff.search.store as store_mod
+
+    space = _rung_space(repo, tmp_path)
+    store = StudyStore(space)
+    tried = _params("full", 32)
+    _stopped_at_rung(store, space, tried, 1.0, True, 1.0)
+    calls = []
+
+    def insists(space_, study, seed):
+        calls.append(seed)
+        return dict(tried), "rung 1: 1 trials"
+
+    monkeypatch.setattr(store_mod, "rung_model_proposal", insists)
+    trial, params, rec, why = store.claim(say)
+    assert len(calls) == store_mod.RUNG_MODEL_TRIES and len(set(calls)) == len(calls)  # a fresh seed each try
+    assert rec is None and store_mod.PROPOSED_BY not in trial.user_attrs
+    statuses = [(t.user_attrs.get(RECORD) or {}).get("status") for t in store.study.get_trials(deepcopy=False)]
+    assert "duplicate" not in statuses and params != tried  # nothing enqueued and answered from its twin
