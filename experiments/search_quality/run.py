@@ -206,6 +206,19 @@ def load_arm(out: Path, arm: str, seed: int):
     return sorted(rows, key=lambda r: r[1])
 
 
+def proposals(out: Path, arm: str, seed: int):
+    """(trials the rung model proposed, re-proposals answered from a twin) of a study-based arm."""
+    db = out / f"{'full_tpe_60' if arm == 'full_tpe' else arm}-s{seed}.db"
+    if arm in ("moasha", "full_tpe") or not db.exists():  # full_tpe: counted once, on full_tpe_60
+        return 0, 0
+    import optuna
+
+    study = optuna.load_study(study_name=db.stem, storage=f"sqlite:///{db}")
+    recs = [(t, t.user_attrs.get("autoeff.record") or {}) for t in study.trials]
+    return (sum(1 for t, r in recs if t.user_attrs.get("autoeff.proposed_by") and r.get("status") != "duplicate"),
+            sum(1 for t, r in recs if r.get("status") == "duplicate"))
+
+
 def feasible(rec) -> bool:
     return rec["status"] == "complete" and all(v <= 0 for v in rec.get("violations", []))
 
@@ -259,7 +272,8 @@ def analyze(out: Path, seeds) -> None:
                       "best_accuracy": best, "hypervolume": c[-1][1] if c else 0.0,
                       "front": "; ".join(f"{shape(r['params'])} {r['metrics']['accuracy']:.3f}" for r in
                                          sorted(fr, key=lambda r: -r["metrics"]["accuracy"])),
-                      "front_deep_or_hybrid": sum(int(r["params"].get("model.depth", 1)) > 1 for r in fr)})
+                      "front_deep_or_hybrid": sum(int(r["params"].get("model.depth", 1)) > 1 for r in fr),
+                      "rung_model_proposals": proposals(out, a, s)[0], "twins": proposals(out, a, s)[1]})
     by = {(t["arm"], t["seed"]): t for t in table}
     for t in table:  # against the 60-minute full-budget search of the same seed
         ref60 = by.get(("full_tpe_60", t["seed"]))
@@ -291,11 +305,17 @@ def analyze(out: Path, seeds) -> None:
     lines = [f"Reference point: {dict(zip(names, [round(x, 4) for x in ref]))}", "",
              "| arm | seed | trials | complete | stopped | infeasible | best accuracy | vs 60 min (pt) | "
              "hypervolume | of 60 min's | depth-2 on front | front |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    notes = []
     for t in sorted(table, key=lambda t: (t["seed"], TABLE_ARMS.index(t["arm"]))):
         lines.append(f"| {t['arm']} | {t['seed']} | {t['trials']} | {t['complete']} | {t['pruned']} | "
                      f"{t['infeasible']} | {t['best_accuracy']:.3f} | {t['best_gap_pt_vs_60min']:+.1f} | "
                      f"{t['hypervolume']:.4g} | {100 * t['hv_vs_60min']:.0f}% | {t['front_deep_or_hybrid']} | "
                      f"{t['front']} |")
+        if t["rung_model_proposals"] or t["twins"]:
+            notes.append(f"- {t['arm']} seed {t['seed']}: {t['rung_model_proposals']} trials proposed by the rung model, "
+                         f"{t['twins']} re-proposals of tried candidates answered from their twins (not counted)")
+    lines += ["", "Front: depth, width, family per layer (W Longformer, K Linformer, L linear, R Reformer, F full), "
+              "weight bits, accuracy.", "", *notes]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -306,18 +326,22 @@ def analyze(out: Path, seeds) -> None:
 
     colors = {"full_tpe": "tab:blue", "full_random": "tab:gray", "full_nsga2": "tab:green", "es_before": "tab:red",
               "es_after": "tab:orange", "moasha": "tab:purple", "full_tpe_60": "tab:cyan"}
-    fig, ax = plt.subplots(figsize=(8, 4.6))
-    for (a, s), c in curves.items():
-        if a == "full_tpe" or not c:  # the 60-minute curve shows it
-            continue
-        xs = [0.0] + [p[0] / 60 for p in c]
-        ys = [0.0] + [p[1] for p in c]
-        ax.step(xs, ys, where="post", color=colors[a], linestyle=("-", "--", ":")[s % 3], label=f"{a} (seed {s})")
-    ax.axvline(BUDGET / 60, color="k", linewidth=0.8, linestyle=":")
-    ax.set_xlabel("search time (min; one thread per search, two searches side by side)")
-    ax.set_ylabel("hypervolume of the feasible front so far")
-    ax.set_title("Search quality on the default study (longseq.yaml)")
-    ax.legend(fontsize=7)
+    shown = sorted({s for _, s in curves})
+    fig, axes = plt.subplots(1, len(shown), figsize=(6.5 * len(shown), 4.6), squeeze=False, sharey=True)
+    for ax, seed in zip(axes[0], shown):
+        for a in TABLE_ARMS:
+            c = curves.get((a, seed))
+            if a == "full_tpe" or not c:  # the 60-minute curve shows it
+                continue
+            xs = [0.0] + [p[0] / 60 for p in c]
+            ys = [0.0] + [p[1] for p in c]
+            ax.step(xs, ys, where="post", color=colors[a], label=a, linewidth=1.6)
+        ax.axvline(BUDGET / 60, color="k", linewidth=0.8, linestyle=":")
+        ax.set_xlabel("search time (min; one thread, two searches side by side)")
+        ax.set_title(f"seed {seed}")
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0][0].set_ylabel("hypervolume of the feasible front so far")
+    fig.suptitle("Search quality, longseq.yaml (dotted: the 17-minute budget)")
     fig.tight_layout()
     fig.savefig(out / "hv_vs_time.png", dpi=120)
 
