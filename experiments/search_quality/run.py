@@ -47,12 +47,14 @@ BUDGET = 1020  # the default study's search.timeout_s: 17 minutes
 FULL = ["search.early_stopping=null"]
 BEFORE = ["search.early_stopping={rungs: [0.111, 0.333], eta: 3, signal: accuracy, learned_first: false, "
           "inform_sampler: false}"]
-#: arm -> (overrides, search budget in seconds); moasha runs through its own loop
+#: issue 19's rule: the rungs rank on the loss, learned first, TPE learning from the rung points
+AFTER = ["search.early_stopping={rungs: [0.111, 0.333], eta: 3, signal: loss}"]
+#: arm -> (overrides, search budget in seconds); moasha runs through its own loop (its rungs: AFTER's)
 ARMS = {
     "full_tpe_60": (FULL, 3600),
-    "es_after": ([], BUDGET),
+    "es_after": (AFTER, BUDGET),
     "es_before": (BEFORE, BUDGET),
-    "moasha": ([], BUDGET),
+    "moasha": (AFTER, BUDGET),
     "full_random": (FULL + ["search.sampler=random"], BUDGET),
     "full_nsga2": (FULL + ["search.sampler=nsga2"], BUDGET),
 }
@@ -105,7 +107,7 @@ def moasha_arm(out: Path, seed: int, smoke: bool) -> None:
     from autoeff.search.space import load_space
 
     budget = 60 if smoke else BUDGET
-    space = load_space(str(SPACE), common(out, "moasha", seed, budget, smoke))
+    space = load_space(str(SPACE), [*ARMS["moasha"][0], *common(out, "moasha", seed, budget, smoke)])
     space.resolve_reference(measure_reference(space)["metrics"])
     names, directions = space.objective_names, space.directions
     es = space.search.early_stopping
@@ -230,6 +232,27 @@ def shape(params) -> str:
            f"b{params.get('compress.bits', 32)}"
 
 
+def summarize(table):
+    """Per arm, over the seeds it ran: the gaps to the 60-minute search and how many seeds met each target."""
+    by = {(t["arm"], t["seed"]): t for t in table}
+    out = []
+    for a in TABLE_ARMS:
+        rows = [t for t in sorted(table, key=lambda t: t["seed"]) if t["arm"] == a and ("full_tpe_60", t["seed"]) in by]
+        if a == "full_tpe_60" or not rows:
+            continue
+        gaps = [t["best_gap_pt_vs_60min"] for t in rows]
+        shares = [t["hv_vs_60min"] for t in rows]
+        deep = [t["front_deep_or_hybrid"] > 0 for t in rows if by[("full_tpe_60", t["seed"])]["front_deep_or_hybrid"]]
+        n = len(rows)
+        out.append({"arm": a, "seeds": ",".join(str(t["seed"]) for t in rows),
+                    "gap_pt_mean": sum(gaps) / n, "gap_pt_worst": min(gaps),
+                    "hv_share_mean": sum(shares) / n, "hv_share_worst": min(shares),
+                    "acc_target_met": f"{sum(g >= -1.0 for g in gaps)} of {n}",
+                    "hv_target_met": f"{sum(x >= 0.95 for x in shares)} of {n}",
+                    "deep_target_met": f"{sum(deep)} of {len(deep)}"})
+    return out
+
+
 def analyze(out: Path, seeds) -> None:
     from autoeff import hypervolume, pareto_mask
     from autoeff.search.space import load_space
@@ -316,6 +339,19 @@ def analyze(out: Path, seeds) -> None:
                          f"{t['twins']} re-proposals of tried candidates answered from their twins (not counted)")
     lines += ["", "Front: depth, width, family per layer (W Longformer, K Linformer, L linear, R Reformer, F full), "
               "weight bits, accuracy.", "", *notes]
+    summary = summarize(table)
+    with open(out / "summary.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(summary[0]))
+        w.writeheader()
+        w.writerows(summary)
+    lines += ["", "Per arm over the seeds it ran (targets: best accuracy within 1 point of the 60-minute search's, "
+              "hypervolume >= 95% of its, depth-2 models on the front when its front has them):", "",
+              "| arm | seeds | best accuracy vs 60 min (pt), mean | worst | hypervolume of 60 min's, mean | worst | "
+              "accuracy target met | hypervolume target met | depth-2 target met |", "|---|---|---|---|---|---|---|---|---|"]
+    for m in summary:
+        lines.append(f"| {m['arm']} | {m['seeds']} | {m['gap_pt_mean']:+.1f} | {m['gap_pt_worst']:+.1f} | "
+                     f"{100 * m['hv_share_mean']:.0f}% | {100 * m['hv_share_worst']:.0f}% | {m['acc_target_met']} | "
+                     f"{m['hv_target_met']} | {m['deep_target_met']} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
